@@ -1,0 +1,43 @@
+# Two commands do all set-up on a fresh machine (README): `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest postgres diagram bench bench-latency clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/gocluster demo
+
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP) postgres
+	$(BIN)/pytest
+
+postgres:
+	bash scripts/ensure-postgres.sh
+
+diagram: $(STAMP)
+	$(BIN)/python -m workflows.diagram > docs/statechart.md
+
+bench: $(STAMP) postgres
+	$(BIN)/python bench/throughput.py
+
+bench-latency: $(STAMP) postgres
+	$(BIN)/python bench/latency.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""The Kafka side of gocluster: configuration, record codec, broker tooling and entry points."""

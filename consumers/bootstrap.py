@@ -1,0 +1,46 @@
+"""The composition root: configuration in, a wired application out.
+
+Nothing connects at import time; every long-lived object (database engine,
+policy, clock, workflow) is built here and handed to the loops that need it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from consumers.config import Settings
+from workflows.dates import Clock, WallClock
+from workflows.engine import Workflow
+from workflows.policy import Policy, load_policy
+from workflows.store.database import create_db_engine, ensure_schema
+
+
+@dataclass
+class App:
+    settings: Settings
+    policy: Policy
+    db: Engine
+    clock: Clock
+    workflow: Workflow
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def build(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    mark_sent: bool = False,
+    migrate: bool = True,
+) -> App:
+    settings = settings or Settings()
+    policy = load_policy(settings.policy)
+    db = create_db_engine(settings.database_url)
+    if migrate:
+        ensure_schema(db)
+    clock = clock or WallClock()
+    workflow = Workflow(db, policy, clock, settings.service_source, mark_sent=mark_sent)
+    return App(settings, policy, db, clock, workflow)

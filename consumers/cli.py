@@ -1,0 +1,210 @@
+"""The `gocluster` command (CONTRACT.md section 6)."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+import click
+import structlog
+from pydantic import ValidationError
+
+from consumers import offline, service, show
+from consumers.bootstrap import build
+from consumers.config import Settings
+from consumers.logs import configure_logging
+from workflows.dates import FixedClock, parse_instant
+from workflows.policy import PolicyError
+from workflows.store.database import SchemaOutOfDate, create_db_engine, upgrade
+
+
+class Instant(click.ParamType):  # type: ignore[type-arg]
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_instant(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 date or time (e.g. 2027-09-10T00:00:00Z)")
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"GOCLUSTER_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise click.ClickException(f"configuration: {problems}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gocluster")
+def main() -> None:
+    """gocluster: go-cluster membership and ECEI label workflow."""
+
+
+@main.command()
+@click.argument("source", type=click.File("r", encoding="utf-8"))
+@click.option("--now", "now", type=Instant(), help="Then fire every timer due up to this time.")
+@click.option(
+    "--dlq",
+    "dlq",
+    type=click.File("w", encoding="utf-8"),
+    default="-",
+    help="Where rejected lines go, as JSON Lines (default: stderr).",
+)
+@click.option(
+    "--batch",
+    default=500,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Events per database transaction.",
+)
+def replay(source: IO[str], now: datetime | None, dlq: IO[str], batch: int) -> None:
+    """Apply a JSON Lines file of CloudEvents (or - for stdin) without Kafka.
+
+    Output events go to stdout as JSON Lines, in the order they were produced.
+    """
+    configure_logging(sys.stderr)
+    if getattr(dlq, "name", None) == "<stdout>":
+        dlq = sys.stderr
+    app = _build(mark_sent=True)
+    try:
+        stats = offline.replay(app, source, sys.stdout, dlq, batch, now)
+    finally:
+        app.close()
+    structlog.get_logger().info("replay finished", **stats)
+
+
+@main.command()
+@click.option("--now", "now", type=Instant(), required=True, help="Fire timers due up to this.")
+@click.option(
+    "--publish/--no-publish",
+    default=True,
+    show_default=True,
+    help="Publish what fired to Kafka now (else the next `run` does).",
+)
+@click.option(
+    "--publish-timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(1, 3600),
+    help="Seconds to keep trying the broker before giving up.",
+)
+def tick(now: datetime, publish: bool, publish_timeout: float) -> None:
+    """Fire every timer due up to --now and publish the results, then exit."""
+    configure_logging(sys.stderr)
+    app = _build(clock=FixedClock(now))
+    try:
+        stats = offline.tick(app, now, sys.stderr)
+        if publish:
+            stats |= offline.publish(app, publish_timeout)
+    finally:
+        app.close()
+    structlog.get_logger().info("tick finished", **stats)
+    if stats.get("unpublished"):
+        raise click.ClickException(
+            f"{stats['unpublished']} output events could not be published within "
+            f"{publish_timeout:g} s; they stay in the outbox for the next run"
+        )
+
+
+@main.command()
+@click.option(
+    "--clock",
+    "clock_mode",
+    type=click.Choice(["wall", "event"]),
+    default="wall",
+    show_default=True,
+    help="wall: timers fire by the wall clock; event: only by event time and tick.",
+)
+@click.option(
+    "--create-topics/--no-create-topics",
+    default=False,
+    show_default=True,
+    help="Create the six topics at start if they do not exist.",
+)
+@click.option(
+    "--partitions",
+    default=6,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Partitions for topics created with --create-topics.",
+)
+def run(clock_mode: str, create_topics: bool, partitions: int) -> None:
+    """Consume, apply, publish and fire timers until SIGTERM/SIGINT."""
+    configure_logging()
+    settings = settings_or_exit()
+    try:
+        code = service.run(
+            settings, clock_mode=clock_mode, create=create_topics, partitions=partitions
+        )
+    except (PolicyError, SchemaOutOfDate) as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
+
+
+@main.command()
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep the demo's SQLite database in this folder.",
+)
+def demo(keep: Path | None) -> None:
+    """The whole pipeline on an embedded broker and SQLite, with the sample story."""
+    from consumers.demo import main as run_demo  # the demo's imports only load when asked for
+
+    sys.exit(run_demo(keep))
+
+
+@main.command(name="show")
+@click.argument("cluster_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def show_cluster(cluster_id: str, as_json: bool) -> None:
+    """State, labels, pending deadlines and history of one cluster."""
+    app = _build()
+    try:
+        text = show.render(app, cluster_id, as_json=as_json)
+    finally:
+        app.close()
+    if text is None:
+        raise click.ClickException(
+            f"no cluster {cluster_id!r} in {app.settings.redacted_database_url()}"
+        )
+    click.echo(text)
+
+
+@main.group()
+def db() -> None:
+    """Database schema management."""
+
+
+@db.command(name="upgrade")
+def db_upgrade() -> None:
+    """Migrate the configured database to the current schema (Alembic)."""
+    settings = settings_or_exit()
+    engine = create_db_engine(settings.database_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    click.echo(f"database {settings.redacted_database_url()} is at the current schema")
+
+
+def _build(**kwargs: Any) -> Any:
+    settings = settings_or_exit()
+    try:
+        return build(settings, **kwargs)
+    except (PolicyError, SchemaOutOfDate) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+if __name__ == "__main__":
+    main()

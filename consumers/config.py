@@ -1,0 +1,275 @@
+"""Typed service configuration, read from ``GOCLUSTER_*`` environment variables.
+
+One object holds every knob so the composition root can build the engine,
+producer and consumers from it, and so operators get one clear error naming
+the bad variable at start-up instead of a late failure deep in a client.
+
+Secrets (database password, SASL and key passwords) must never reach a log:
+pydantic is told to hide input values in validation errors, ``repr``/``str``
+show only redacted values, and :meth:`Settings.safe_summary` is the one thing
+meant to be logged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+__all__ = ["REDACTED", "SecurityProtocol", "Settings"]
+
+REDACTED = "***"
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+# OAUTHBEARER is left out: kafka-python needs a token-provider object for it,
+# which an environment variable cannot carry.
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI"]
+
+# Kafka's own rule for topic names (kafka.common.internals.Topic).
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+# Query parameters that some drivers accept as credentials (libpq's ``password``).
+_SECRET_QUERY_KEY = re.compile(r"pass|secret|token", re.IGNORECASE)
+
+_TOPIC_FIELDS = (
+    "topic_applications",
+    "topic_interviews",
+    "topic_labels",
+    "topic_deadlines",
+    "topic_membership",
+    "topic_dlq",
+)
+_SECRET_FIELDS = ("kafka_sasl_password", "kafka_ssl_password")
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment (see CONTRACT.md section 6)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GOCLUSTER_",
+        extra="ignore",
+        frozen=True,
+        # Deployment templates often render an unset optional as VAR="".
+        env_ignore_empty=True,
+        # A failed value may be a password or a URL with one; the error still
+        # names the variable and the reason.
+        hide_input_in_errors=True,
+    )
+
+    database_url: str = Field(default="sqlite:///gocluster.db", repr=False)
+    kafka_bootstrap: str = "localhost:9092"
+    policy: Path | None = None
+
+    topic_applications: str = "gocluster.applications"
+    topic_interviews: str = "gocluster.interviews"
+    topic_labels: str = "gocluster.labels"
+    topic_deadlines: str = "gocluster.deadlines"
+    topic_membership: str = "gocluster.membership"
+    topic_dlq: str = "gocluster.dlq"
+
+    service_source: str = Field(default="/gocluster/membership", min_length=1)
+    group_id: str = Field(default="gocluster", min_length=1)
+    max_record_bytes: int = Field(default=1_048_576, gt=0)
+
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: FilePath | None = None
+    kafka_ssl_certfile: FilePath | None = None
+    kafka_ssl_keyfile: FilePath | None = None
+    kafka_ssl_password: SecretStr | None = None
+    kafka_client_id: str = Field(default="gocluster", min_length=1)
+
+    kafka_session_timeout_ms: int = Field(default=45_000, gt=0)
+    kafka_heartbeat_interval_ms: int = Field(default=3_000, gt=0)
+    kafka_max_poll_interval_ms: int = Field(default=300_000, gt=0)
+    kafka_fetch_max_wait_ms: int = Field(default=500, ge=0)
+    kafka_max_poll_records: int = Field(default=500, gt=0)
+    kafka_request_timeout_ms: int = Field(default=30_000, gt=0)
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        # Operators write "sasl_ssl" as often as "SASL_SSL"; both mean the same.
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _parseable_url(cls, value: str) -> str:
+        try:
+            make_url(value)
+        except ArgumentError:
+            # SQLAlchemy's message repeats the URL, password included.
+            raise ValueError("not a SQLAlchemy database URL (dialect://...)") from None
+        return value
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _non_empty_hosts(cls, value: str) -> str:
+        if not [host for host in value.split(",") if host.strip()]:
+            raise ValueError("needs at least one host[:port]")
+        return value
+
+    @field_validator(*_TOPIC_FIELDS)
+    @classmethod
+    def _legal_topic(cls, value: str) -> str:
+        if not _TOPIC_NAME.match(value) or value in {".", ".."}:
+            raise ValueError("a Kafka topic name is 1-249 characters of [A-Za-z0-9._-]")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        inputs = set(self.input_topics)
+        outputs = {self.topic_labels, self.topic_deadlines, self.topic_membership, self.topic_dlq}
+        if clash := inputs & outputs:
+            # The service would consume its own output, forever.
+            raise ValueError(f"topic(s) {sorted(clash)} configured as both input and output")
+        if self.kafka_heartbeat_interval_ms >= self.kafka_session_timeout_ms:
+            raise ValueError("kafka_heartbeat_interval_ms must be below kafka_session_timeout_ms")
+        self._check_security()
+        return self
+
+    def _check_security(self) -> None:
+        """Reject security settings that would be silently ignored or fail at connect time."""
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        ssl = self.kafka_security_protocol.endswith("SSL")
+        if sasl and self.kafka_sasl_mechanism is None:
+            raise ValueError(f"{self.kafka_security_protocol} needs kafka_sasl_mechanism")
+        needs_login = sasl and self.kafka_sasl_mechanism != "GSSAPI"
+        if needs_login and (not self.kafka_sasl_username or self.kafka_sasl_password is None):
+            raise ValueError(
+                f"SASL {self.kafka_sasl_mechanism} needs kafka_sasl_username and "
+                "kafka_sasl_password"
+            )
+        sasl_set = [name for name in self._sasl_fields() if getattr(self, name) is not None]
+        if sasl_set and not sasl:
+            raise ValueError(f"{sasl_set} set but kafka_security_protocol has no SASL")
+        ssl_set = [name for name in self._ssl_fields() if getattr(self, name) is not None]
+        if ssl_set and not ssl:
+            raise ValueError(f"{ssl_set} set but kafka_security_protocol has no SSL")
+
+    @staticmethod
+    def _sasl_fields() -> tuple[str, ...]:
+        return ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+
+    @staticmethod
+    def _ssl_fields() -> tuple[str, ...]:
+        return ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "kafka_ssl_password")
+
+    # -- derived views -------------------------------------------------------
+
+    @property
+    def input_topics(self) -> tuple[str, str]:
+        return (self.topic_applications, self.topic_interviews)
+
+    @property
+    def output_topics(self) -> dict[str, str]:
+        """Output event type prefix -> topic, as in CONTRACT.md section 2."""
+        return {
+            "gocluster.label.": self.topic_labels,
+            "gocluster.deadline.": self.topic_deadlines,
+            "gocluster.membership.": self.topic_membership,
+        }
+
+    def topic_for(self, event_type: str) -> str:
+        """The output topic of an event type; a type with no topic is a bug, so it raises."""
+        for prefix, topic in self.output_topics.items():
+            if event_type.startswith(prefix):
+                return topic
+        raise KeyError(f"no output topic for event type {event_type!r}")
+
+    @classmethod
+    def unknown_env(cls, environ: Mapping[str, str] | None = None) -> list[str]:
+        """GOCLUSTER_* variables that set nothing: a typo would otherwise go unnoticed."""
+        known = {f"GOCLUSTER_{name.upper()}" for name in cls.model_fields}
+        names = os.environ if environ is None else environ
+        return sorted(
+            n for n in names if n.upper().startswith("GOCLUSTER_") and n.upper() not in known
+        )
+
+    def redacted_database_url(self) -> str:
+        url = make_url(self.database_url)
+        query = {
+            key: (REDACTED if _SECRET_QUERY_KEY.search(key) else value)
+            for key, value in url.query.items()
+        }
+        rendered = url.set(query=query).render_as_string(hide_password=True)
+        return rendered.replace("%2A%2A%2A", REDACTED)
+
+    # -- kafka-python keyword arguments --------------------------------------
+
+    def _common_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "bootstrap_servers": [h.strip() for h in self.kafka_bootstrap.split(",") if h.strip()],
+            "client_id": self.kafka_client_id,
+            "request_timeout_ms": self.kafka_request_timeout_ms,
+            "security_protocol": self.kafka_security_protocol,
+        }
+        optional: dict[str, Any] = {
+            "sasl_mechanism": self.kafka_sasl_mechanism,
+            "sasl_plain_username": self.kafka_sasl_username,
+            "sasl_plain_password": _reveal(self.kafka_sasl_password),
+            "ssl_cafile": _path(self.kafka_ssl_cafile),
+            "ssl_certfile": _path(self.kafka_ssl_certfile),
+            "ssl_keyfile": _path(self.kafka_ssl_keyfile),
+            "ssl_password": _reveal(self.kafka_ssl_password),
+        }
+        config.update({key: value for key, value in optional.items() if value is not None})
+        return config
+
+    def consumer_config(self) -> dict[str, Any]:
+        """Offsets are committed by hand after the database commit, never automatically."""
+        return self._common_config() | {
+            "group_id": self.group_id,
+            "enable_auto_commit": False,
+            # Nothing that enters an input topic may be skipped.
+            "auto_offset_reset": "earliest",
+            "session_timeout_ms": self.kafka_session_timeout_ms,
+            "heartbeat_interval_ms": self.kafka_heartbeat_interval_ms,
+            "max_poll_interval_ms": self.kafka_max_poll_interval_ms,
+            "fetch_max_wait_ms": self.kafka_fetch_max_wait_ms,
+            "max_poll_records": self.kafka_max_poll_records,
+        }
+
+    def producer_config(self) -> dict[str, Any]:
+        """Idempotent, fully acknowledged: the outbox marks a row sent only once it is durable."""
+        return self._common_config() | {
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": 5,
+            "retries": 2_147_483_647,
+            "max_in_flight_requests_per_connection": 5,
+            "delivery_timeout_ms": 120_000,
+        }
+
+    def admin_config(self) -> dict[str, Any]:
+        return self._common_config()
+
+    def safe_summary(self) -> dict[str, Any]:
+        """Every setting, JSON-friendly, with secrets replaced by ``***``: the thing to log."""
+        summary = self.model_dump(mode="json")
+        summary["database_url"] = self.redacted_database_url()
+        for name in _SECRET_FIELDS:
+            if summary[name] is not None:
+                summary[name] = REDACTED
+        return summary
+
+    def __repr_args__(self) -> Any:
+        # database_url is repr=False; show the redacted form in its place.
+        yield "database_url", self.redacted_database_url()
+        yield from super().__repr_args__()
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return None if secret is None else secret.get_secret_value()
+
+
+def _path(path: Path | None) -> str | None:
+    return None if path is None else str(path)

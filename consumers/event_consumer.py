@@ -1,0 +1,199 @@
+"""Poll the input topics, decode, apply in batches, commit offsets after the database.
+
+Offsets are committed per partition only after the batch's transaction
+committed, so a crash at any point re-delivers at most what the inbox then
+recognises as duplicates. Nothing blocking runs in rebalance callbacks: a
+batch is applied and committed before the next poll, so a revoked partition
+never has work in hand.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+from sqlalchemy.exc import SQLAlchemyError
+
+from consumers.records import DecodeFailure, RecordOrigin, record_to_event_dict
+from consumers.retry import Backoff
+from schemas.errors import ErrorClass, Rejected
+from schemas.validate import parse_event
+from workflows.engine import BatchResult, Inbound, Workflow
+
+log = structlog.get_logger("gocluster.consumer")
+
+
+def decode(record: Any, max_bytes: int) -> Inbound:
+    """A Kafka record -> an event to apply, or the reason it goes to the DLQ."""
+    origin = RecordOrigin.from_consumer_record(record)
+    where = {"kind": "kafka", **origin.to_json()}
+    try:
+        event = parse_event(record_to_event_dict(origin, max_bytes))
+    except DecodeFailure as exc:
+        return Inbound(where, rejected=Rejected(ErrorClass.DECODE, exc.message))
+    except Rejected as exc:
+        return Inbound(where, rejected=exc)
+    if origin.key is not None and origin.key != event.subject.encode("utf-8"):
+        key = origin.key.decode("utf-8", "replace")
+        message = f"record key {key!r} is not the event's subject {event.subject!r}"
+        return Inbound(where, rejected=Rejected(ErrorClass.CONFLICT, message))
+    return Inbound(where, event=event)
+
+
+class _LogAssignments(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Which input partitions this instance owns, in the log: operators (and the
+    multi-instance tests) see a rebalance happen. Logging only: these callbacks
+    run on the loop that sends heartbeats."""
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        log.info("partitions revoked", partitions=_names(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("partitions assigned", partitions=_names(assigned))
+
+
+def _names(partitions: Any) -> list[str]:
+    return sorted(f"{tp.topic}/{tp.partition}" for tp in partitions)
+
+
+class EventConsumer:
+    def __init__(
+        self,
+        workflow: Workflow,
+        consumer_config: dict[str, Any],
+        topics: Sequence[str],
+        *,
+        max_record_bytes: int,
+        stop: threading.Event,
+        applied: threading.Event | None = None,
+        poll_timeout_ms: int = 500,
+    ) -> None:
+        self.workflow = workflow
+        self.stop = stop
+        self.config = consumer_config
+        self.topics = list(topics)
+        self.max_record_bytes = max_record_bytes
+        self.applied = applied or threading.Event()  # wakes the relay
+        self.poll_timeout_ms = poll_timeout_ms
+        self.consumer: KafkaConsumer | None = None
+        self.backoff = Backoff()
+
+    def connect(self) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.consumer = KafkaConsumer(**self.config)
+                self.consumer.subscribe(self.topics, listener=_LogAssignments())
+                log.info(
+                    "consumer subscribed", topics=self.topics, group_id=self.config.get("group_id")
+                )
+                self.backoff.reset()
+                return True
+            except KafkaError as exc:
+                delay = self.backoff.next_delay()
+                log.warning(
+                    "kafka unreachable, retrying", error=str(exc), retry_in_s=round(delay, 1)
+                )
+                self.stop.wait(delay)
+        return False
+
+    def run(self) -> None:
+        """Until stopped: the batch in hand is finished and committed before it returns."""
+        if not self.connect():
+            return
+        assert self.consumer is not None
+        try:
+            while not self.stop.is_set():
+                self.step()
+        finally:
+            self.consumer.close(autocommit=False)
+            log.info("consumer closed")
+
+    def step(self) -> int:
+        """One poll, one batch, one commit. Returns how many records it applied."""
+        assert self.consumer is not None
+        polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms)
+        records = [r for batch in polled.values() for r in batch]
+        if not records:
+            return 0
+        items = [decode(r, self.max_record_bytes) for r in records]
+        started = time.perf_counter()
+        try:
+            result = self.workflow.apply_batch(items)
+        except SQLAlchemyError as exc:
+            self._rewind(polled)
+            delay = self.backoff.next_delay()
+            log.error(
+                "database unavailable, batch will be retried",
+                error=_short(exc),
+                records=len(records),
+                retry_in_s=round(delay, 1),
+            )
+            self.stop.wait(delay)
+            return 0
+        self.backoff.reset()
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        self._log(result, elapsed_ms / max(1, len(items)))
+        self.applied.set()
+        self._commit(polled)
+        return len(records)
+
+    def _rewind(self, polled: dict[TopicPartition, list[Any]]) -> None:
+        """Poll moved the position past records the database never saw: go back."""
+        assert self.consumer is not None
+        for tp, batch in polled.items():
+            self.consumer.seek(tp, batch[0].offset)
+
+    def _commit(self, polled: dict[TopicPartition, list[Any]]) -> None:
+        assert self.consumer is not None
+        offsets = {
+            tp: OffsetAndMetadata(batch[-1].offset + 1, None, -1) for tp, batch in polled.items()
+        }
+        try:
+            self.consumer.commit(offsets)
+        except KafkaError as exc:
+            # The batch is in the database: a re-delivery is only duplicates for the inbox.
+            log.warning(
+                "offset commit failed; records will be re-delivered and skipped", error=str(exc)
+            )
+
+    def _log(self, result: BatchResult, per_record_ms: float) -> None:
+        for o in result.outcomes:
+            origin = o.origin
+            log.info(
+                "event " + o.outcome,
+                cluster_id=o.cluster_id,
+                event_id=o.event_id,
+                type=o.event_type,
+                topic=origin.get("topic"),
+                partition=origin.get("partition"),
+                offset=origin.get("offset"),
+                transition=_transition(o.from_state, o.to_state),
+                duration_ms=round(per_record_ms, 3),
+            )
+        for r in result.rejections:
+            log.warning(
+                "record rejected to DLQ",
+                error_class=r.error_class.value,
+                error=r.message,
+                cluster_id=r.cluster_id,
+                event_id=r.event_id,
+                topic=r.origin.get("topic"),
+                partition=r.origin.get("partition"),
+                offset=r.origin.get("offset"),
+            )
+
+
+def _transition(before: str | None, after: str | None) -> str | None:
+    if after is None:
+        return None
+    return f"{before or 'null'}->{after}" if before != after else after
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:300]

