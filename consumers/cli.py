@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -10,10 +11,12 @@ from typing import IO, Any
 import click
 import structlog
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from consumers import offline, service, show
 from consumers.bootstrap import build
-from consumers.config import Settings
+from consumers.config import REDACTED, Settings
 from consumers.logs import configure_logging
 from workflows.dates import FixedClock, parse_instant
 from workflows.policy import PolicyError
@@ -36,11 +39,47 @@ def settings_or_exit() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"GOCLUSTER_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-            for e in exc.errors()
+        raise click.ClickException(f"configuration: {config_problems(exc)}") from None
+
+
+_SETTING_NAME = re.compile(
+    r"\b(" + "|".join(sorted(Settings.model_fields, key=len, reverse=True)) + r")\b"
+)
+
+
+def config_problems(exc: ValidationError) -> str:
+    """Every problem, each setting named by the environment variable an operator sets.
+
+    Fix: a check across settings (an error without a field location) came out
+    as "GOCLUSTER_: Value error, SASL_SSL needs kafka_sasl_mechanism".
+    """
+    problems = []
+    for error in exc.errors():
+        message = _SETTING_NAME.sub(
+            lambda m: f"GOCLUSTER_{m.group(1).upper()}", error["msg"].removeprefix("Value error, ")
         )
-        raise click.ClickException(f"configuration: {problems}") from None
+        if error["loc"]:
+            message = f"GOCLUSTER_{'_'.join(str(p) for p in error['loc']).upper()}: {message}"
+        problems.append(message)
+    return "; ".join(problems)
+
+
+def warn_unknown_env() -> None:
+    """A misspelt GOCLUSTER_* variable sets nothing; say so instead of silently using a default."""
+    if unknown := Settings.unknown_env():
+        structlog.get_logger().warning("unknown GOCLUSTER_* variables ignored", names=unknown)
+
+
+def database_problem(settings: Settings, exc: Exception) -> click.ClickException:
+    """A database that cannot be reached at start: one line naming it, password hidden.
+
+    Fix: this used to end the command with a traceback.
+    """
+    reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    password = make_url(settings.database_url).password
+    if password:  # drivers do not quote it today; make sure of it
+        reason = reason.replace(str(password), REDACTED)
+    return click.ClickException(f"database {settings.redacted_database_url()}: {reason}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -72,6 +111,7 @@ def replay(source: IO[str], now: datetime | None, dlq: IO[str], batch: int) -> N
     Output events go to stdout as JSON Lines, in the order they were produced.
     """
     configure_logging(sys.stderr)
+    warn_unknown_env()
     if getattr(dlq, "name", None) == "<stdout>":
         dlq = sys.stderr
     app = _build(mark_sent=True)
@@ -100,6 +140,7 @@ def replay(source: IO[str], now: datetime | None, dlq: IO[str], batch: int) -> N
 def tick(now: datetime, publish: bool, publish_timeout: float) -> None:
     """Fire every timer due up to --now and publish the results, then exit."""
     configure_logging(sys.stderr)
+    warn_unknown_env()
     app = _build(clock=FixedClock(now))
     try:
         stats = offline.tick(app, now, sys.stderr)
@@ -137,13 +178,25 @@ def tick(now: datetime, publish: bool, publish_timeout: float) -> None:
     type=click.IntRange(1, 1000),
     help="Partitions for topics created with --create-topics.",
 )
-def run(clock_mode: str, create_topics: bool, partitions: int) -> None:
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    type=click.Choice(sorted(service.LOOPS)),
+    help="Run only these loops (repeatable); default: all three.",
+)
+def run(clock_mode: str, create_topics: bool, partitions: int, only: tuple[str, ...]) -> None:
     """Consume, apply, publish and fire timers until SIGTERM/SIGINT."""
     configure_logging()
+    warn_unknown_env()
     settings = settings_or_exit()
     try:
         code = service.run(
-            settings, clock_mode=clock_mode, create=create_topics, partitions=partitions
+            settings,
+            clock_mode=clock_mode,
+            create=create_topics,
+            partitions=partitions,
+            loops=frozenset(only) or service.LOOPS,
         )
     except (PolicyError, SchemaOutOfDate) as exc:
         raise click.ClickException(str(exc)) from None
@@ -193,6 +246,8 @@ def db_upgrade() -> None:
     engine = create_db_engine(settings.database_url)
     try:
         upgrade(engine)
+    except SQLAlchemyError as exc:
+        raise database_problem(settings, exc) from None
     finally:
         engine.dispose()
     click.echo(f"database {settings.redacted_database_url()} is at the current schema")
@@ -204,6 +259,8 @@ def _build(**kwargs: Any) -> Any:
         return build(settings, **kwargs)
     except (PolicyError, SchemaOutOfDate) as exc:
         raise click.ClickException(str(exc)) from None
+    except SQLAlchemyError as exc:
+        raise database_problem(settings, exc) from None
 
 
 if __name__ == "__main__":

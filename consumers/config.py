@@ -46,6 +46,8 @@ _TOPIC_FIELDS = (
     "topic_dlq",
 )
 _SECRET_FIELDS = ("kafka_sasl_password", "kafka_ssl_password")
+# What the migrations and tests cover ("postgres" is an alias that normalise_url maps).
+_DATABASE_BACKENDS = frozenset({"sqlite", "postgresql", "postgres"})
 
 
 class Settings(BaseSettings):
@@ -76,6 +78,9 @@ class Settings(BaseSettings):
     service_source: str = Field(default="/gocluster/membership", min_length=1)
     group_id: str = Field(default="gocluster", min_length=1)
     max_record_bytes: int = Field(default=1_048_576, gt=0)
+    # Prometheus /metrics on 127.0.0.1 at this port; None (the default) serves nothing.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
     kafka_sasl_mechanism: SaslMechanism | None = None
@@ -104,10 +109,24 @@ class Settings(BaseSettings):
     @classmethod
     def _parseable_url(cls, value: str) -> str:
         try:
-            make_url(value)
-        except ArgumentError:
-            # SQLAlchemy's message repeats the URL, password included.
+            url = make_url(value)
+        except (ArgumentError, ValueError):
+            # SQLAlchemy's message repeats the URL, password included. Fix: a
+            # ValueError (a bad port: int() of what follows the host) used to
+            # pass through, quoting the URL's tail, e.g. the rest of a password
+            # with an unencoded '@' ("invalid literal for int(): 'w0rd@db:5432'").
             raise ValueError("not a SQLAlchemy database URL (dialect://...)") from None
+        if url.host is not None and "@" in url.host:
+            # Fix: "user:p@ss@db" parses as password "p", host "ss@db", and the
+            # host (so part of the password) was shown in the start-up log.
+            raise ValueError("has an '@' in the host: percent-encode it in the password as %40")
+        if url.get_backend_name() not in _DATABASE_BACKENDS:
+            # Fix: another dialect passed here and failed only at connect time,
+            # where `gocluster run` retried it for ever as "database unreachable".
+            raise ValueError(
+                f"database {url.get_backend_name()[:40]!r} is not supported: use sqlite:// "
+                "or postgresql://"
+            )
         return value
 
     @field_validator("kafka_bootstrap")

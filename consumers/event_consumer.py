@@ -20,6 +20,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 from sqlalchemy.exc import SQLAlchemyError
 
+from consumers.metrics import Metrics
 from consumers.records import DecodeFailure, RecordOrigin, record_to_event_dict
 from consumers.retry import Backoff
 from schemas.errors import ErrorClass, Rejected
@@ -73,8 +74,10 @@ class EventConsumer:
         stop: threading.Event,
         applied: threading.Event | None = None,
         poll_timeout_ms: int = 500,
+        metrics: Metrics | None = None,
     ) -> None:
         self.workflow = workflow
+        self.metrics = metrics
         self.stop = stop
         self.config = consumer_config
         self.topics = list(topics)
@@ -138,6 +141,8 @@ class EventConsumer:
             return 0
         self.backoff.reset()
         elapsed_ms = (time.perf_counter() - started) * 1000
+        if self.metrics is not None:
+            self.metrics.observe(result, elapsed_ms / 1000)
         self._log(result, elapsed_ms / max(1, len(items)))
         self.applied.set()
         self._commit(polled)

@@ -6,7 +6,7 @@ one process without colliding.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from workflows.engine import BatchResult
 
@@ -38,11 +38,6 @@ class Metrics:
             "gocluster_batch_seconds",
             "Time to apply one polled batch (one transaction)",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=self.registry,
-        )
-        self.outbox_backlog = Gauge(
-            "gocluster_outbox_unsent",
-            "Outbox rows not yet published (last seen)",
             registry=self.registry,
         )
 

@@ -21,6 +21,7 @@ from kafka.errors import KafkaError
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from consumers.metrics import Metrics
 from consumers.records import STRUCTURED_HEADERS, RecordOrigin, dlq_record, structured_value
 from consumers.retry import Backoff
 from workflows.dates import Clock
@@ -81,8 +82,10 @@ class OutboxRelay:
         wake: threading.Event | None = None,
         batch: int = 500,
         idle_s: float = 0.5,
+        metrics: Metrics | None = None,
     ) -> None:
         self.db = db
+        self.metrics = metrics
         self.producer_factory = producer_factory
         self.topics = topics  # stream -> topic name
         self.clock = clock
@@ -133,11 +136,16 @@ class OutboxRelay:
             return True  # step() backs off on the same error
 
     def drain_once(self) -> None:
-        if self.producer is not None:
-            try:
-                self.step()
-            except Exception as exc:
-                log.warning("final outbox flush failed; rows stay unsent", error=str(exc))
+        """The final flush at shutdown: everything the stopped loops left, while it goes well.
+
+        Fix: this used to send one step (at most `batch` rows) and only when a
+        producer already existed, so the last batch's outputs could stay unsent.
+        With `stop` set, drain() ends at the first round that sends nothing.
+        """
+        try:
+            self.drain()
+        except Exception as exc:
+            log.warning("final outbox flush failed; rows stay unsent", error=str(exc))
 
     def step(self) -> int:
         if not self.leadership.held():
@@ -171,6 +179,8 @@ class OutboxRelay:
                 )
                 return 0
             self.published += acked
+            if self.metrics is not None:
+                self.metrics.published.inc(acked)
             self.backoff.reset()
         return acked
 

@@ -20,12 +20,16 @@ from consumers.bootstrap import App, build
 from consumers.config import Settings
 from consumers.event_consumer import EventConsumer
 from consumers.kafka_admin import create_topics
+from consumers.metrics import Metrics
 from consumers.outbox_relay import OutboxRelay
 from consumers.retry import Backoff
 from consumers.timer_loop import TimerLoop
 from workflows.dates import Clock
 
 log = structlog.get_logger("gocluster.service")
+
+# The three loops; `gocluster run --only` runs a subset (e.g. a separate relay process).
+LOOPS = frozenset({"consumer", "relay", "timers"})
 
 
 def stream_topics(settings: Settings) -> dict[str, str]:
@@ -41,10 +45,21 @@ def all_topics(settings: Settings) -> list[str]:
     return [*settings.input_topics, *stream_topics(settings).values()]
 
 
-def make_relay(app: App, stop: threading.Event, wake: threading.Event | None = None) -> OutboxRelay:
+def make_relay(
+    app: App,
+    stop: threading.Event,
+    wake: threading.Event | None = None,
+    metrics: Metrics | None = None,
+) -> OutboxRelay:
     config = app.settings.producer_config()
     return OutboxRelay(
-        app.db, lambda: KafkaProducer(**config), stream_topics(app.settings), app.clock, stop, wake
+        app.db,
+        lambda: KafkaProducer(**config),
+        stream_topics(app.settings),
+        app.clock,
+        stop,
+        wake,
+        metrics=metrics,
     )
 
 
@@ -94,10 +109,13 @@ class Service:
         clock_mode: str = "wall",
         poll_timeout_ms: int = 500,
         timer_interval_s: float = 1.0,
+        loops: frozenset[str] = LOOPS,
+        metrics: Metrics | None = None,
     ) -> None:
         self.app = app
         self.stop = stop
         self.failed = threading.Event()
+        self.metrics = metrics or Metrics()
         wake = threading.Event()
         settings = app.settings
         self.consumer = EventConsumer(
@@ -108,8 +126,14 @@ class Service:
             stop=stop,
             applied=wake,
             poll_timeout_ms=poll_timeout_ms,
+            metrics=self.metrics,
         )
-        self.relay = make_relay(app, stop, wake)
+        # Fix: the relay used to stop together with the consumer and the timer loop, so
+        # its final flush often ran before their last batch committed, and a graceful
+        # stop left those outputs unpublished until the next start. It now has its own
+        # stop, set by join() once the other two have finished.
+        self.relay_stop = threading.Event()
+        self.relay = make_relay(app, self.relay_stop, wake, self.metrics)
         self.timers = TimerLoop(
             app.workflow,
             app.clock,
@@ -117,12 +141,17 @@ class Service:
             fire_timers=clock_mode == "wall",
             interval_s=timer_interval_s,
             wake=wake,
+            metrics=self.metrics,
         )
-        self.threads = [
-            threading.Thread(target=self._guard(self.consumer.run), name="consumer"),
-            threading.Thread(target=self._guard(self.relay.run), name="relay"),
-            threading.Thread(target=self._guard(self.timers.run), name="timers"),
-        ]
+        self.threads = {
+            name: threading.Thread(target=self._guard(loop), name=name)
+            for name, loop in (
+                ("consumer", self.consumer.run),
+                ("relay", self.relay.run),
+                ("timers", self.timers.run),
+            )
+            if name in loops
+        }
 
     def _guard(self, loop: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
@@ -134,16 +163,22 @@ class Service:
                 )
                 self.failed.set()
                 self.stop.set()
+                self.relay_stop.set()
 
         return run
 
     def start(self) -> None:
-        for thread in self.threads:
+        for thread in self.threads.values():
             thread.start()
 
     def join(self, timeout_s: float = 60.0) -> None:
-        for thread in self.threads:
-            thread.join(timeout_s)
+        """After `stop`: the consumer and timers finish their batch, then the relay drains."""
+        for name in ("consumer", "timers"):
+            if name in self.threads:
+                self.threads[name].join(timeout_s)
+        self.relay_stop.set()
+        if "relay" in self.threads:
+            self.threads["relay"].join(timeout_s)
 
 
 def install_signal_handlers(stop: threading.Event) -> None:
@@ -162,17 +197,26 @@ def run(
     create: bool,
     partitions: int,
     clock: Clock | None = None,
+    loops: frozenset[str] = LOOPS,
 ) -> int:
     stop = threading.Event()
     install_signal_handlers(stop)
-    log.info("gocluster starting", clock=clock_mode, config=settings.safe_summary())
+    log.info(
+        "gocluster starting",
+        clock=clock_mode,
+        loops=sorted(loops),
+        config=settings.safe_summary(),
+    )
     app = build_with_retry(settings, stop, clock=clock)
     if app is None:
         return 0
     try:
         if create and not ensure_topics(settings, partitions, stop):
             return 0
-        service = Service(app, stop, clock_mode=clock_mode)
+        service = Service(app, stop, clock_mode=clock_mode, loops=loops)
+        if settings.metrics_port is not None:
+            service.metrics.serve(settings.metrics_port, settings.metrics_host)
+            log.info("metrics served", port=settings.metrics_port, host=settings.metrics_host)
         service.start()
         while not stop.wait(0.5):
             pass

@@ -11,6 +11,7 @@ import threading
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
+from consumers.metrics import Metrics
 from consumers.retry import Backoff
 from workflows.dates import Clock
 from workflows.engine import BatchResult, Workflow
@@ -28,8 +29,10 @@ class TimerLoop:
         fire_timers: bool = True,
         interval_s: float = 1.0,
         wake: threading.Event | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.workflow = workflow
+        self.metrics = metrics
         self.clock = clock
         self.stop = stop
         self.fire_timers = fire_timers
@@ -67,6 +70,8 @@ class TimerLoop:
         return busy or bool(expired.rejections)
 
     def _log(self, result: BatchResult) -> None:
+        if self.metrics is not None:
+            self.metrics.observe(result)
         if result.timers_fired:
             log.info("timers fired", count=result.timers_fired, outputs=len(result.outputs))
         for r in result.rejections:
