@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from schemas.messages import InputEvent, OutputType
 from schemas.validate import ErrorClass, Rejected, parse_event
@@ -123,7 +123,28 @@ class Workflow:
     # -- entry points -----------------------------------------------------------
 
     def apply_batch(self, items: Sequence[Inbound]) -> BatchResult:
-        return self._transaction(lambda conn: self._apply(conn, items))
+        """Apply a batch in one transaction.
+
+        A record that makes the handler itself fail (a bug, not bad input) must
+        not stop its partition for ever: the batch is split, and a record that
+        fails on its own is rejected with the error instead of being applied.
+        Database errors are not split: they are the caller's to retry.
+        """
+        try:
+            return self._transaction(lambda conn: self._apply(conn, items))
+        except (SQLAlchemyError, aggregates.StaleAggregate):
+            raise
+        except Exception as exc:
+            if len(items) > 1:
+                return _merge([self.apply_batch(items[i : i + 1]) for i in range(len(items))])
+            poisoned = Inbound(
+                items[0].origin,
+                rejected=Rejected(
+                    ErrorClass.INVALID_TRANSITION,
+                    f"could not be applied: internal error {type(exc).__name__}: {exc}",
+                ),
+            )
+            return self._transaction(lambda conn: self._apply(conn, [poisoned]))
 
     def fire_due_timers(self, until: datetime | None = None, limit: int = 200) -> BatchResult:
         """Fire timers due by `until` (default: now) for up to `limit` clusters."""
@@ -420,6 +441,17 @@ class Workflow:
             "created_at": work.now,
             "sent_at": None,
         }
+
+
+def _merge(results: Sequence[BatchResult]) -> BatchResult:
+    merged = BatchResult()
+    for result in results:
+        merged.outcomes += result.outcomes
+        merged.rejections += result.rejections
+        merged.outputs += result.outputs
+        merged.timers_fired += result.timers_fired
+        merged.attempts = max(merged.attempts, result.attempts)
+    return merged
 
 
 def _is_retryable(exc: DBAPIError) -> bool:
