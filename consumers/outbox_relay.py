@@ -33,6 +33,9 @@ log = structlog.get_logger("gocluster.relay")
 RELAY_LOCK_KEY = 0x60C1  # pg advisory lock id of the outbox relay
 FLUSH_TIMEOUT_S = 30.0
 RECREATE_AFTER_FAILURES = 2
+# kafka-python's max_request_size and Kafka's default message.max.bytes are ~1 MiB;
+# stay below them with room for the batch framing.
+MAX_PUBLISH_BYTES = 1_048_576 - 16_384
 
 
 class Leadership:
@@ -83,8 +86,10 @@ class OutboxRelay:
         batch: int = 500,
         idle_s: float = 0.5,
         metrics: Metrics | None = None,
+        max_record_bytes: int = MAX_PUBLISH_BYTES,
     ) -> None:
         self.db = db
+        self.max_record_bytes = max_record_bytes
         self.metrics = metrics
         self.producer_factory = producer_factory
         self.topics = topics  # stream -> topic name
@@ -190,6 +195,11 @@ class OutboxRelay:
             for row in rows:
                 topic, key, value, headers = self._record(row)
                 futures.append(producer.send(topic, key=key, value=value, headers=headers))
+        except KafkaError as exc:
+            # Rows before this one are in flight: flush them so the acked prefix is
+            # marked, instead of re-sending it every round.
+            log.warning("publishing failed", error=repr(exc))
+        try:
             producer.flush(timeout=FLUSH_TIMEOUT_S)
         except KafkaError as exc:
             log.warning("publishing failed", error=repr(exc))
@@ -243,6 +253,13 @@ class OutboxRelay:
             key, value, headers = dlq_record(
                 origin, payload["error_class"], payload["error_message"]
             )
+            if _size(key, value, headers) > self.max_record_bytes:
+                # The original plus our headers would exceed what the producer (and a
+                # default broker) accepts, and the row would block the outbox for good.
+                # Keep key and headers, drop the value, and say so.
+                omitted = str(len(value or b"")).encode()
+                headers = [*headers, ("error.value_omitted_bytes", omitted)]
+                value = None
             return self.topics["dlq"], key, value, headers
         key = (row.cluster_id or "").encode("utf-8")
         return self.topics[row.stream], key, structured_value(payload), list(STRUCTURED_HEADERS)
@@ -252,6 +269,10 @@ class OutboxRelay:
             with contextlib.suppress(KafkaError):
                 self.producer.close(timeout=5)
             self.producer = None
+
+
+def _size(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> int:
+    return len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers)
 
 
 def _needs_new_producer(error: Any) -> bool:

@@ -290,11 +290,8 @@ def test_an_interview_parked_before_admission_earns_its_label_once_admitted() ->
         ("admitted", assessed(ADMITTED)),
         ("admitted", submitted(date(2025, 10, 1))),
         ("rejected", withdrawn(date(2025, 10, 1))),
-        ("rejected", bronze(date(2025, 11, 20))),
-        ("withdrawn", bronze(date(2025, 11, 20))),
         ("withdrawn", withdrawn(date(2025, 12, 1))),
         ("withdrawn", assessed(date(2025, 12, 1))),
-        ("withdrawn", scheduled(date(2025, 12, 1), "iv-9")),
     ],
 )
 def test_an_impossible_transition_is_refused(setup: str, raw: dict[str, Any]) -> None:
@@ -307,6 +304,27 @@ def test_an_impossible_transition_is_refused(setup: str, raw: dict[str, Any]) ->
     refusal = member.send(raw)
     assert isinstance(refusal, Refuse)
     assert setup in refusal.message
+    assert (member.state, len(member.steps)) == before
+
+
+@pytest.mark.parametrize(
+    ("setup", "raw"),
+    [
+        ("rejected", bronze(date(2025, 11, 20))),
+        ("withdrawn", bronze(date(2025, 11, 20))),
+        ("withdrawn", scheduled(date(2025, 12, 1), "iv-9")),
+    ],
+)
+def test_an_interview_for_an_ended_membership_waits_for_a_new_admission(
+    setup: str, raw: dict[str, Any]
+) -> None:
+    member = Member()
+    member.apply(submitted(date(2025, 5, 12)))
+    member.apply(assessed(ADMITTED, passed=setup != "rejected"))
+    if setup == "withdrawn":
+        member.apply(withdrawn(date(2025, 9, 30)))
+    before = (member.state, len(member.steps))
+    assert isinstance(member.send(raw), Park)
     assert (member.state, len(member.steps)) == before
 
 
@@ -834,13 +852,18 @@ def test_the_exclusion_period_counts_from_the_latest_breach_after_a_cure() -> No
     ],
     ids=["cancelled", "completed", "withdrawn"],
 )
-def test_an_event_after_a_due_exclusion_is_refused_not_crashed(raw: dict[str, Any]) -> None:
+def test_an_event_after_a_due_exclusion_is_parked_or_refused_not_crashed(
+    raw: dict[str, Any],
+) -> None:
     member = admitted_member(EXCLUDING)
     member.tick(day(date(2026, 3, 5)))  # in breach; the exclusion is due 2026-09-05
     assert member.state is MemberState.IN_BREACH
-    refusal = member.send(raw)
-    assert isinstance(refusal, Refuse)
-    assert "excluded" in refusal.message
+    decision = member.send(raw)
+    if raw["type"] == "gocluster.application.withdrawn":
+        assert isinstance(decision, Refuse)
+        assert "excluded" in decision.message
+    else:  # an interview waits for a new admission (or its park_ttl)
+        assert isinstance(decision, Park)
     assert member.state is MemberState.IN_BREACH  # check fired nothing itself
 
 

@@ -47,7 +47,19 @@ _MACHINE_EVENT = {
     EventType.INTERVIEW_CANCELLED: "cancel_interview",
 }
 
-_BEFORE_MEMBERSHIP = frozenset({MemberState.UNKNOWN, MemberState.APPLIED})
+# Interview events wait while the cluster is not a member: before its first
+# admission, and between an ended membership (rejected, withdrawn, excluded) and a
+# new application's admission, which the other input topic may not have delivered
+# yet. What never becomes applicable leaves by park_ttl as expired_park.
+_BEFORE_MEMBERSHIP = frozenset(
+    {
+        MemberState.UNKNOWN,
+        MemberState.APPLIED,
+        MemberState.REJECTED,
+        MemberState.WITHDRAWN,
+        MemberState.EXCLUDED,
+    }
+)
 
 # States in which an event waits (parks) for the state it needs, instead of
 # being refused: the other input topic has not delivered that state yet.

@@ -227,6 +227,7 @@ class Workflow:
                     work.now,
                     dict(event.raw),
                     origin,
+                    decoded=event,
                 )
             )
             outcome = "parked"
@@ -300,10 +301,12 @@ class Workflow:
     ) -> tuple[ParkedEvent, InputEvent | Rejected] | None:
         """The earliest parked event that no longer has to wait."""
         for parked in sorted(waiting, key=lambda p: (p.effective_at, p.row_id or 1 << 62)):
-            try:
-                event = parse_event(parked.event)
-            except Rejected as exc:
-                return parked, exc
+            if parked.decoded is None:
+                try:
+                    parked.decoded = parse_event(parked.event)
+                except Rejected as exc:
+                    return parked, exc
+            event: InputEvent = parked.decoded
             if not isinstance(self.decider.check(cluster, event), Park):
                 return parked, event
         return None

@@ -1,0 +1,1 @@
+"""Benchmarks: end-to-end throughput and latency through Kafka into the database (README.md)."""
