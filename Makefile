@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest postgres diagram bench bench-latency clean
+.PHONY: demo test lint typecheck pytest postgres diagram bench bench-latency reliability clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ bench: $(STAMP) postgres
 
 bench-latency: $(STAMP) postgres
 	$(BIN)/python bench/latency.py
+
+reliability: $(STAMP) postgres
+	$(BIN)/python -m bench.crash_campaign
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -121,7 +121,11 @@ def test_run_never_prints_the_database_or_sasl_password_while_kafka_fails(
             config = service.wait_for_log("gocluster starting", timeout_s=30)["config"]
             assert config["database_url"] == redacted_url
             assert config["kafka_sasl_password"] == REDACTED
-            wait_until(lambda s=service, f=failure: f in s.stderr, 30, f"{service.name}: {failure}")
+            wait_until(
+                lambda s=service, f=failure: f in s.stdout + s.stderr,
+                30,
+                f"{service.name}: {failure}",
+            )
         for service in failures:  # both stop at once: each takes its time
             os.kill(service.pid, signal.SIGTERM)
         for service in failures:
