@@ -148,6 +148,7 @@ def _run(folder: Path, log_path: Path, *, kept: bool) -> int:
     except BrokerStartError as exc:
         raise click.ClickException(f"could not start the embedded broker: {exc}") from None
     stop = threading.Event()
+    service: Service | None = None
     try:
         settings = Settings(
             database_url=f"sqlite:///{folder / 'gocluster-demo.db'}",
@@ -198,4 +199,6 @@ def _run(folder: Path, log_path: Path, *, kept: bool) -> int:
         return 0
     finally:
         stop.set()
+        if service is not None:
+            service.join()  # also releases the relay, whose stop comes last
         broker.stop()
