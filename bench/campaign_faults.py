@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-import uuid
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -232,22 +231,7 @@ def _broker_outage(
 
 
 def six_partition_topics(bootstrap: str) -> KafkaTopics:
-    suffix = uuid.uuid4().hex[:10]
-    topics = KafkaTopics(
-        bootstrap=bootstrap,
-        applications=f"campaign.applications.{suffix}",
-        interviews=f"campaign.interviews.{suffix}",
-        labels=f"campaign.labels.{suffix}",
-        deadlines=f"campaign.deadlines.{suffix}",
-        membership=f"campaign.membership.{suffix}",
-        dlq=f"campaign.dlq.{suffix}",
-        group_id=f"campaign-group-{suffix}",
-    )
-    create_topics(
-        {"bootstrap_servers": bootstrap},
-        dict.fromkeys(topics.inputs, 6) | dict.fromkeys(topics.outputs, 3),
-    )
-    return topics
+    return create_topic_set(bootstrap, input_partitions=6, prefix="campaign")
 
 
 def concurrency_phase(ctx: Context) -> dict[str, Any]:

@@ -91,20 +91,22 @@ class KafkaTopics:
         return Settings(**(values | overrides))
 
 
-def create_topic_set(bootstrap: str) -> KafkaTopics:
+def create_topic_set(
+    bootstrap: str, *, input_partitions: int = INPUT_PARTITIONS, prefix: str = "test"
+) -> KafkaTopics:
     """Create a fresh topic set on ``bootstrap`` (also after a broker restart wiped it)."""
     suffix = uuid.uuid4().hex[:10]
     topics = KafkaTopics(
         bootstrap=bootstrap,
-        applications=f"test.applications.{suffix}",
-        interviews=f"test.interviews.{suffix}",
-        labels=f"test.labels.{suffix}",
-        deadlines=f"test.deadlines.{suffix}",
-        membership=f"test.membership.{suffix}",
-        dlq=f"test.dlq.{suffix}",
-        group_id=f"test-group-{suffix}",
+        applications=f"{prefix}.applications.{suffix}",
+        interviews=f"{prefix}.interviews.{suffix}",
+        labels=f"{prefix}.labels.{suffix}",
+        deadlines=f"{prefix}.deadlines.{suffix}",
+        membership=f"{prefix}.membership.{suffix}",
+        dlq=f"{prefix}.dlq.{suffix}",
+        group_id=f"{prefix}-group-{suffix}",
     )
-    wanted = {name: INPUT_PARTITIONS for name in topics.inputs}
+    wanted = {name: input_partitions for name in topics.inputs}
     wanted |= {name: OUTPUT_PARTITIONS for name in topics.outputs}
     create_topics({"bootstrap_servers": bootstrap}, wanted)
     return topics

@@ -184,22 +184,10 @@ def test_sigterm_mid_stream_exits_0_with_offsets_committed_exactly_to_what_was_a
 @pytest.fixture
 def six_partition_topics(kafka_broker: EmbeddedBroker) -> Iterator[KafkaTopics]:
     """A topic set whose input topics have 6 partitions, to split between two members."""
-    suffix = uuid.uuid4().hex[:10]
-    topics = KafkaTopics(
-        bootstrap=kafka_broker.bootstrap,
-        applications=f"test.applications.{suffix}",
-        interviews=f"test.interviews.{suffix}",
-        labels=f"test.labels.{suffix}",
-        deadlines=f"test.deadlines.{suffix}",
-        membership=f"test.membership.{suffix}",
-        dlq=f"test.dlq.{suffix}",
-        group_id=f"test-group-{suffix}",
-    )
-    admin = {"bootstrap_servers": topics.bootstrap}
-    create_topics(admin, dict.fromkeys(topics.inputs, 6) | dict.fromkeys(topics.outputs, 3))
+    topics = create_topic_set(kafka_broker.bootstrap, input_partitions=6)
     yield topics
     if kafka_broker.running:
-        delete_topics(admin, [*topics.inputs, *topics.outputs])
+        delete_topics({"bootstrap_servers": topics.bootstrap}, [*topics.inputs, *topics.outputs])
 
 
 @pytest.mark.postgres
