@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest postgres diagram bench bench-latency reliability clean
+.PHONY: demo test lint typecheck pytest test-machine diagram bench bench-latency reliability clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,22 +24,24 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) postgres
+pytest: $(STAMP) test-machine
 	$(BIN)/pytest
 
-postgres:
-	bash scripts/ensure-postgres.sh
+# PostgreSQL (installed and started when missing), kcat, Chromium, promtool, Java and
+# Maven present, Apache Kafka's jars fetched; idempotent and quick when all is there.
+test-machine:
+	bash scripts/ensure-test-machine.sh
 
 diagram: $(STAMP)
 	$(BIN)/python -m workflows.diagram > docs/statechart.md
 
-bench: $(STAMP) postgres
+bench: $(STAMP) test-machine
 	$(BIN)/python bench/throughput.py
 
-bench-latency: $(STAMP) postgres
+bench-latency: $(STAMP) test-machine
 	$(BIN)/python bench/latency.py
 
-reliability: $(STAMP) postgres
+reliability: $(STAMP) test-machine
 	$(BIN)/python -m bench.crash_campaign
 
 clean:

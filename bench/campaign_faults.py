@@ -1,9 +1,10 @@
 """The campaign's dependency and concurrency phases (see bench/crash_campaign.py).
 
-broker: the broker dies (and with it every topic, offset and producer id, as
-Tansu keeps everything in memory) while the service runs and a tick leaves
-output to publish; it comes back, the topics are re-created, the service must
-re-join, publish and apply the rest without ever exiting.
+broker: the broker is SIGKILLed while the service runs and a tick leaves output
+to publish; it comes back on its data (Apache Kafka: topics, the group, its
+offsets and producer ids survive), and the service must carry on from its
+committed offsets, publish and apply the rest without ever exiting. On Tansu
+(local loops only) everything is lost and the topics are re-created.
 
 concurrency: two `run --clock wall` instances in one group on PostgreSQL, one
 killed and restarted mid-stream, `tick` over and over, events for the same
@@ -41,9 +42,9 @@ from bench.campaign_support import (
     wait_for,
 )
 from bench.workload import cloud_events
-from consumers.embedded_broker import EmbeddedBroker
 from consumers.kafka_admin import create_topics, delete_topics
 from tests import stories
+from tests.brokers import Broker, make_broker
 from tests.kafka_fixtures import KafkaTopics, create_topic_set, produce
 from tests.service_process import migrate, read_topics, service_env
 
@@ -82,7 +83,7 @@ def broker_phase(ctx: Context) -> dict[str, Any]:
     say(f"broker: {len(events)} events over {len(ids)} clusters, broker killed in between")
     log_dir = ctx.work / "logs" / "broker"
     log_dir.mkdir(parents=True, exist_ok=True)
-    with EmbeddedBroker(log_path=log_dir / "tansu.log") as broker:
+    with make_broker(log_dir / "broker") as broker:
         topics = create_topic_set(broker.bootstrap)
         url = ctx.new_database("broker")
         migrate(url)
@@ -94,11 +95,12 @@ def broker_phase(ctx: Context) -> dict[str, Any]:
             fleet.close()
             probe.close()
         camp = snapshot(url)
-        after_ids = {i for i, seq in camp.outbox_seq.items() if seq > mark}
+        # A broker that keeps its log still has what was published before the kill.
+        checked = {i for i, seq in camp.outbox_seq.items() if broker.keeps_data or seq > mark}
         records = read_topics(
             broker.bootstrap,
             [topics.labels, topics.deadlines, topics.membership],
-            len(after_ids),
+            len(checked),
             timeout_s=120,
             settle_s=2.0,
         )
@@ -107,7 +109,7 @@ def broker_phase(ctx: Context) -> dict[str, Any]:
     ref = snapshot(ref_url)
     database = compare(ref, camp)
     outputs = compare_outputs(
-        ref.items["outbox"], topic_outputs(records), order=camp.outbox_seq, only=after_ids
+        ref.items["outbox"], topic_outputs(records), order=camp.outbox_seq, only=checked
     )
     invariants = history_invariants(camp)
     return {
@@ -136,7 +138,7 @@ def broker_phase(ctx: Context) -> dict[str, Any]:
 def _broker_outage(
     ctx: Context,
     rng: Any,
-    broker: EmbeddedBroker,
+    broker: Broker,
     topics: KafkaTopics,
     fleet: Fleet,
     probe: Probe,
@@ -160,7 +162,7 @@ def _broker_outage(
     assigned = proc.n("partitions assigned")
     down = round(rng.uniform(4.0, 8.0), 2)
     stderr_before = len(proc.stderr.splitlines())
-    broker.stop()
+    broker.kill()
     stopped = time.monotonic()
     say(f"broker: killed; tick --now {mid} leaves output to publish while it is down")
     tick = Proc(
@@ -180,18 +182,23 @@ def _broker_outage(
     said_while_down = _log_delta(proc, counts)
     library_lines = proc.stderr.splitlines()[stderr_before:]
     broker.start()
-    create_topics(
-        {"bootstrap_servers": broker.bootstrap},
-        dict.fromkeys(topics.inputs, 3) | dict.fromkeys(topics.outputs, 3),
-    )
     restarted = time.monotonic()
     inputs = {f"{t}/{p}" for t in topics.inputs for p in range(3)}
-    wait_for(
-        lambda: proc.n("partitions assigned") > assigned and proc.partitions() == inputs,
-        180,
-        "the service to re-join the group the broker forgot",
-        0.2,
-    )
+    if broker.keeps_data:
+        # Topics, the group and its committed offsets survived: the consumer carries on
+        # from its offsets whether or not the group rebalanced.
+        wait_for(lambda: proc.partitions() == inputs, 180, "the service to own its inputs", 0.2)
+    else:
+        create_topics(
+            {"bootstrap_servers": broker.bootstrap},
+            dict.fromkeys(topics.inputs, 3) | dict.fromkeys(topics.outputs, 3),
+        )
+        wait_for(
+            lambda: proc.n("partitions assigned") > assigned and proc.partitions() == inputs,
+            180,
+            "the service to re-join the group the broker forgot",
+            0.2,
+        )
     rejoined = round(time.monotonic() - restarted, 2)
     publish(topics, after, ctx.cfg.seed + 1)
     wait_for(
@@ -210,8 +217,9 @@ def _broker_outage(
     code = fleet.terminate("service")
     fault = ctx.record(
         "broker",
-        "broker killed and restarted (all data lost), topics re-created",
-        target="Tansu broker",
+        f"{broker.name} broker SIGKILLed and restarted"
+        + (" on its data" if broker.keeps_data else " (all data lost), topics re-created"),
+        target=f"{broker.name} broker",
         down_s=down,
         tick_while_down={"now": mid, "exit": tick_code, "outputs_pending": pending},
         service_alive_while_down=alive_while_down,

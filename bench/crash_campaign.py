@@ -21,9 +21,9 @@ crash
     tick on a fresh SQLite (itself checked against a second interleaving of the
     two input topics, which must not change the result).
 broker
-    The broker is killed (losing everything, as Tansu does) while the service runs
-    and a tick leaves output to publish; it is started again, topics re-created:
-    the service must stay up, re-join, publish the pending output and apply the rest.
+    The broker is SIGKILLed while the service runs and a tick leaves output to
+    publish; it is started again on its data: the service must stay up, carry on
+    from its committed offsets, publish the pending output and apply the rest.
 concurrency
     Two `run --clock wall` instances in one group on PostgreSQL, one killed and
     restarted mid-stream, while `tick` runs again and again and events arrive for
@@ -82,9 +82,9 @@ from bench.campaign_support import (
 from bench.harness import machine
 from bench.private_postgres import PrivatePostgres
 from bench.workload import cloud_events
-from consumers.embedded_broker import EmbeddedBroker
 from consumers.kafka_admin import delete_topics
 from tests import stories
+from tests.brokers import make_broker
 from tests.kafka_fixtures import KafkaTopics, create_topic_set
 from tests.service_process import migrate, read_topics, service_env
 
@@ -657,7 +657,8 @@ def run_campaign(cfg: Config, work: Path) -> dict[str, Any]:
     log_dir = work / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        broker = stack.enter_context(EmbeddedBroker(log_path=log_dir / "tansu.log"))
+        broker = stack.enter_context(make_broker(log_dir / "broker"))
+        result["machine"]["broker"] = f"{broker.name} {getattr(broker, 'version', '')}".strip()
         pg = None
         if cfg.backend == "postgres":
             pg = stack.enter_context(PrivatePostgres(work / "postgres"))

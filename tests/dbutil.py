@@ -19,7 +19,11 @@ from psycopg import sql
 from sqlalchemy import Engine, column, func, select, table
 from sqlalchemy.engine import make_url
 
-ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+# The login role scripts/ensure-test-machine.sh creates (CREATEDB, password auth on TCP).
+ADMIN_URL = os.environ.get(
+    "GOCLUSTER_TEST_POSTGRES_URL",
+    "postgresql+psycopg://gocluster:gocluster@127.0.0.1:5432/postgres",
+)
 DB_PREFIX = "gocluster_t_"
 
 

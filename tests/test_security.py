@@ -18,13 +18,16 @@ import os
 import signal
 import socket
 import urllib.parse
+import uuid
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from kafka.consumer.fetcher import ConsumerRecord
+from psycopg import sql
 from pydantic import ValidationError
 from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import make_url
@@ -33,10 +36,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from consumers.bootstrap import build
 from consumers.cli import config_problems
 from consumers.config import REDACTED, Settings
-from consumers.embedded_broker import EmbeddedBroker
 from consumers.event_consumer import decode
 from consumers.records import STRUCTURED_HEADERS, RecordOrigin, dlq_record, structured_value
 from tests import builders as b
+from tests.brokers import Broker
 from tests.kafka_fixtures import KafkaTopics, produce
 from tests.service_process import (
     ServiceProcess,
@@ -55,7 +58,7 @@ from workflows.store.database import create_db_engine
 from workflows.store.tables import clusters, inbox, labels
 
 ROOT = Path(__file__).resolve().parent.parent
-# Distinctive values to grep for; PostgreSQL's trust authentication ignores the password.
+# Distinctive values to grep for; DB_SECRET is the real password of a role made per test.
 DB_SECRET = "s3cr3t-db-PW-xyz"  # noqa: S105
 SASL_SECRET = "s4sl-PW-qrs-789"  # noqa: S105
 SECRETS = (DB_SECRET, SASL_SECRET)
@@ -72,6 +75,36 @@ def leaks(text: str | bytes) -> list[str]:
 
 def with_password(url: str, password: str = DB_SECRET) -> str:
     return make_url(url).set(password=password).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def secret_db_url(postgres_url: str, postgres_admin_url: str) -> Iterator[str]:
+    """`postgres_url`'s database, owned by a role of its own that logs in with DB_SECRET."""
+    role = f"gocluster_sec_{uuid.uuid4().hex[:8]}"
+    admin = make_url(postgres_admin_url).set(drivername="postgresql")
+    database = make_url(postgres_url).database
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(DB_SECRET)
+            )
+        )
+        conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                sql.Identifier(database), sql.Identifier(role)
+            )
+        )
+    yield (
+        make_url(postgres_url)
+        .set(username=role, password=DB_SECRET)
+        .render_as_string(hide_password=False)
+    )
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+        )
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 def closed_port() -> int:
@@ -94,14 +127,14 @@ SASL_ENV = {
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_run_never_prints_the_database_or_sasl_password_while_kafka_fails(
-    postgres_url: str, kafka_broker: EmbeddedBroker, tmp_path: Path
+    secret_db_url: str, kafka_broker: Broker, tmp_path: Path
 ) -> None:
     """Both services run at once: one with nothing listening on its bootstrap port, one
     against a broker that refuses the SASL handshake. SIGTERM once kafka-python has
     logged its failures; the exit then takes up to ~30 s, kafka-python's bootstrap
     timeout, during which it keeps retrying (and logging)."""
-    migrate(postgres_url)
-    base = service_env({"GOCLUSTER_DATABASE_URL": with_password(postgres_url)}, SASL_ENV)
+    migrate(secret_db_url)
+    base = service_env({"GOCLUSTER_DATABASE_URL": secret_db_url}, SASL_ENV)
     closed = ServiceProcess(
         base | {"GOCLUSTER_KAFKA_BOOTSTRAP": f"127.0.0.1:{closed_port()}"},
         ("run",),
@@ -114,8 +147,13 @@ def test_run_never_prints_the_database_or_sasl_password_while_kafka_fails(
         name="sasl-refused",
         log_dir=tmp_path,
     )
-    redacted_url = with_password(postgres_url, "PW").replace("PW", REDACTED)
-    failures = {closed: "ECONNREFUSED", refused: "UnsupportedSaslMechanism"}
+    redacted_url = with_password(secret_db_url, "PW").replace("PW", REDACTED)
+    # A plaintext listener answers a SASL handshake with an error: Apache Kafka's
+    # IllegalSaslState, Tansu's UnsupportedSaslMechanism.
+    refusal = (
+        "UnsupportedSaslMechanism" if kafka_broker.name == "Tansu" else "IllegalSaslStateError"
+    )
+    failures = {closed: "ECONNREFUSED", refused: refusal}
     with closed, refused:
         for service, failure in failures.items():
             config = service.wait_for_log("gocluster starting", timeout_s=30)["config"]
@@ -235,12 +273,12 @@ def bad_records() -> list[tuple[bytes | None, bytes | None, list[tuple[str, byte
 
 @pytest.mark.kafka
 def test_dlq_records_and_logs_of_a_service_with_a_database_password_never_contain_it(
-    postgres_url: str, kafka_topics: KafkaTopics, tmp_path: Path
+    secret_db_url: str, kafka_topics: KafkaTopics, tmp_path: Path
 ) -> None:
-    migrate(postgres_url)
+    migrate(secret_db_url)
     records = bad_records()
     produce(kafka_topics.bootstrap, kafka_topics.applications, records)
-    env = service_env(kafka_topics.env(), {"GOCLUSTER_DATABASE_URL": with_password(postgres_url)})
+    env = service_env(kafka_topics.env(), {"GOCLUSTER_DATABASE_URL": secret_db_url})
     with ServiceProcess(env, log_dir=tmp_path) as service:
         dlq = read_topics(kafka_topics.bootstrap, [kafka_topics.dlq], len(records), timeout_s=60)
         assert service.terminate() == 0, service.tail()
@@ -259,11 +297,11 @@ def test_dlq_records_and_logs_of_a_service_with_a_database_password_never_contai
 
 
 def test_rejections_made_while_secrets_are_configured_never_contain_them(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    secret_db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The composition root with both secrets set: what it writes to the DLQ is free of them."""
-    migrate(postgres_url)
-    for name, value in {**SASL_ENV, "GOCLUSTER_DATABASE_URL": with_password(postgres_url)}.items():
+    migrate(secret_db_url)
+    for name, value in {**SASL_ENV, "GOCLUSTER_DATABASE_URL": secret_db_url}.items():
         monkeypatch.setenv(name, value)
     app = build(Settings())
     try:
