@@ -28,7 +28,8 @@ pytest: $(STAMP) test-machine
 	$(BIN)/pytest
 
 # PostgreSQL (installed and started when missing), kcat, Chromium, promtool, Java and
-# Maven present, Apache Kafka's jars fetched; idempotent and quick when all is there.
+# Maven present, Apache Kafka's jars fetched, the AsyncAPI parser installed (npm ci);
+# idempotent and quick when all is there.
 test-machine:
 	bash scripts/ensure-test-machine.sh
 

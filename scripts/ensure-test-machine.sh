@@ -10,6 +10,8 @@
 #   tests log in as a role with a password of their own).
 # - Java and Maven for Apache Kafka, whose jars scripts/apache-kafka fetches once into a
 #   cache outside the repository.
+# - The AsyncAPI parser for docs/asyncapi.yaml: Node.js and npm present, `npm ci` in
+#   scripts/asyncapi-check when its node_modules is missing or older than its lock.
 #
 # Idempotent: when everything is there it only checks, in well under a second (plus the
 # jar check). Usage: scripts/ensure-test-machine.sh
@@ -89,3 +91,18 @@ fi
 
 # -- Apache Kafka's jars -------------------------------------------------------------------
 scripts/apache-kafka fetch >/dev/null
+
+# -- The AsyncAPI parser (npm) that checks docs/asyncapi.yaml ------------------------------
+# `npm ci` from the pinned lock when node_modules is missing or older than the lock. No
+# install scripts: the parser needs none (and one of its dependencies would report usage).
+for tool in node npm; do
+  command -v "$tool" >/dev/null 2>&1 \
+    || fail "$tool not found: the AsyncAPI check needs Node.js 20+ with npm (apt-get install nodejs npm)"
+done
+ASYNCAPI_CHECK=scripts/asyncapi-check
+if [ ! -f "$ASYNCAPI_CHECK/node_modules/.package-lock.json" ] \
+  || [ "$ASYNCAPI_CHECK/package-lock.json" -nt "$ASYNCAPI_CHECK/node_modules/.package-lock.json" ]; then
+  say "installing the AsyncAPI parser (npm ci in $ASYNCAPI_CHECK)"
+  (cd "$ASYNCAPI_CHECK" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null) \
+    || fail "npm ci in $ASYNCAPI_CHECK failed (run it there to see why)"
+fi
