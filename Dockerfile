@@ -17,6 +17,7 @@ COPY pyproject.toml README.md LICENSE ./
 COPY workflows ./workflows
 COPY consumers ./consumers
 COPY schemas ./schemas
+COPY office ./office
 RUN python -m pip wheel --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest test-machine diagram bench bench-latency reliability clean
+.PHONY: demo test lint typecheck pytest test-machine diagram screenshots bench bench-latency reliability clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ test-machine:
 
 diagram: $(STAMP)
 	$(BIN)/python -m workflows.diagram > docs/statechart.md
+
+# The dashboard screenshots in docs/ (the README shows them), from the known story.
+screenshots: $(STAMP) test-machine
+	$(BIN)/python -m tests.office_screenshots
 
 bench: $(STAMP) test-machine
 	$(BIN)/python bench/throughput.py

@@ -7,14 +7,21 @@ policy, clock, workflow) is built here and handed to the loops that need it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 from sqlalchemy import Engine
 
 from consumers.config import Settings
+from office.programme import ProgrammeOffice
 from workflows.dates import Clock, WallClock
 from workflows.engine import Workflow
 from workflows.policy import Policy, load_policy
-from workflows.store.database import create_db_engine, ensure_schema
+from workflows.store.database import (
+    create_db_engine,
+    create_read_engine,
+    ensure_schema,
+    require_current_schema,
+)
 
 
 @dataclass
@@ -44,3 +51,15 @@ def build(
     clock = clock or WallClock()
     workflow = Workflow(db, policy, clock, settings.service_source, mark_sent=mark_sent)
     return App(settings, policy, db, clock, workflow)
+
+
+def build_office(settings: Settings, *, today: date | None = None) -> ProgrammeOffice:
+    """The programme office's views, on a read-only engine: they never migrate or write."""
+    policy = load_policy(settings.policy)
+    db = create_read_engine(settings.database_url)
+    try:
+        require_current_schema(db)
+    except BaseException:
+        db.dispose()
+        raise
+    return ProgrammeOffice(db, policy, WallClock(), today or settings.office_today)

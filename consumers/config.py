@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,7 +46,7 @@ _TOPIC_FIELDS = (
     "topic_membership",
     "topic_dlq",
 )
-_SECRET_FIELDS = ("kafka_sasl_password", "kafka_ssl_password")
+_SECRET_FIELDS = ("kafka_sasl_password", "kafka_ssl_password", "http_token")
 # What the migrations and tests cover ("postgres" is an alias that normalise_url maps).
 _DATABASE_BACKENDS = frozenset({"sqlite", "postgresql", "postgres"})
 
@@ -98,6 +99,11 @@ class Settings(BaseSettings):
     kafka_fetch_max_wait_ms: int = Field(default=500, ge=0)
     kafka_max_poll_records: int = Field(default=500, gt=0)
     kafka_request_timeout_ms: int = Field(default=30_000, gt=0)
+
+    # `gocluster serve`: the bearer token clients must send (required off loopback),
+    # and a fixed "today" for the office's views (default: the wall clock's date).
+    http_token: SecretStr | None = Field(default=None, min_length=16)
+    office_today: date | None = None
 
     @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
     @classmethod

@@ -23,6 +23,7 @@ from tests.dbutil import (
     postgres_problem,
     sqlite_file_url,
 )
+from tests.office_support import load_story
 from workflows.dates import FixedClock
 from workflows.engine import Workflow
 from workflows.policy import Policy, load_policy
@@ -121,3 +122,27 @@ def policy() -> Policy:
 @pytest.fixture
 def workflow(db_engine: Engine, policy: Policy) -> Workflow:
     return Workflow(db_engine, policy, FixedClock(WORKFLOW_START), SERVICE_SOURCE)
+
+
+@pytest.fixture(
+    scope="module",
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+    ids=["sqlite", "postgres"],
+)
+def office_story_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The programme office's known story (tests/office_support.py), once per module and
+    backend: the office's views only read it."""
+    if request.param == "sqlite":
+        url = sqlite_file_url(tmp_path_factory.mktemp("story"))
+        load_story(url)
+        yield url
+        return
+    admin = request.getfixturevalue("postgres_admin_url")
+    url = create_postgres_database(admin)
+    try:
+        load_story(url)
+        yield url
+    finally:
+        drop_postgres_database(admin, url)

@@ -38,6 +38,17 @@ def test_a_plain_install_runs_the_demo_once_the_embedded_extra_is_added(tmp_path
 
     plain = _run([*pip, str(ROOT)], tmp_path)
     assert plain.returncode == 0, plain.stderr[-2000:]
+    # The programme office's templates and stylesheet are in the package.
+    office = _run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import importlib.resources as r, office.pages; "
+            "assert r.files('office').joinpath('static/office.css').is_file()",
+        ],
+        empty,
+    )
+    assert office.returncode == 0, office.stderr[-2000:]
     missing = _run([gocluster, "demo"], empty, timeout_s=120)
     assert missing.returncode == 1
     assert "pip install 'gocluster[embedded]'" in missing.stderr

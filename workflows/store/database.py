@@ -8,6 +8,7 @@ multi-instance backend.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from alembic import command
@@ -47,20 +48,29 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def _sqlite_pragmas(engine: Engine) -> None:
+_WRITER_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+    "PRAGMA foreign_keys=ON",
+)
+_READER_PRAGMAS = (f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}", "PRAGMA query_only=ON")
+
+
+def _sqlite_pragmas(
+    engine: Engine, pragmas: tuple[str, ...] = _WRITER_PRAGMAS, begin: str = "BEGIN IMMEDIATE"
+) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        for pragma in pragmas:
+            cursor.execute(pragma)
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql(begin)
 
 
 def _alembic_config(engine: Engine) -> Config:
@@ -91,7 +101,45 @@ def ensure_schema(engine: Engine) -> None:
     if is_sqlite(engine):
         upgrade(engine)
         return
-    raise SchemaOutOfDate(
-        f"database schema is at {current_revision(engine) or 'nothing'}, the code needs "
-        f"{head_revision(engine)}: run `gocluster db upgrade`"
+    require_current_schema(engine)
+
+
+def require_current_schema(engine: Engine) -> None:
+    """Refuse a database the code cannot read or write correctly, with the instruction to fix it."""
+    current, head = current_revision(engine), head_revision(engine)
+    if current != head:
+        raise SchemaOutOfDate(
+            f"database schema is at {current or 'nothing'}, the code needs {head}: "
+            "run `gocluster db upgrade`"
+        )
+
+
+def create_read_engine(url: str) -> Engine:
+    """An engine whose sessions cannot write: the programme office's views.
+
+    SQLite: a deferred BEGIN, so a WAL reader never holds the write lock the
+    service needs (the writers' engine begins IMMEDIATE), and `query_only`.
+    PostgreSQL: read-only REPEATABLE READ transactions, so the several queries
+    of one view see one snapshot. The database refuses any write either way.
+    """
+    url = normalise_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = parsed.database or ""
+        if path not in ("", ":memory:") and not Path(path).exists():
+            # Connecting would create an empty file where a reader expected data.
+            raise SchemaOutOfDate(
+                f"no SQLite database at {path}: `gocluster run` or `replay` creates it"
+            )
+        engine = create_engine(url)
+        _sqlite_pragmas(engine, _READER_PRAGMAS, "BEGIN DEFERRED")
+        return engine
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        isolation_level="REPEATABLE READ",
+        connect_args={
+            "connect_timeout": 10,
+            "options": "-c default_transaction_read_only=on",
+        },
     )
