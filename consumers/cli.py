@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections.abc import Iterator
@@ -12,14 +13,18 @@ from typing import IO, Any
 
 import click
 import structlog
+from kafka.errors import KafkaError
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from consumers import offline, service, show
+from consumers import dlq as dlq_topic
+from consumers import offline, parked, service, show
 from consumers.bootstrap import build, build_office
+from consumers.broker_probe import unreachable
 from consumers.config import REDACTED, Settings
 from consumers.logs import configure_logging
+from consumers.records import DLQ_ERROR_CLASSES
 from office import ical, server, terminal
 from office.programme import ProgrammeOffice, WindowError
 from schemas.messages import Level
@@ -159,6 +164,11 @@ def tick(now: datetime, publish: bool, publish_timeout: float) -> None:
     """Fire every timer due up to --now and publish the results, then exit."""
     configure_logging(sys.stderr)
     warn_unknown_env()
+    if publish and (problem := unreachable(settings_or_exit(), min(10.0, publish_timeout))):
+        raise click.ClickException(
+            f"{problem}; nothing was fired. Start the broker, or fire now and publish with "
+            "the next `gocluster run`: gocluster tick --no-publish --now ..."
+        )
     app = _build(clock=FixedClock(now))
     try:
         stats = offline.tick(app, now, sys.stderr)
@@ -361,6 +371,92 @@ def _office(today: date | None) -> Iterator[ProgrammeOffice]:
         raise database_problem(settings, exc) from None
     finally:
         office.close()
+
+
+@main.command(name="parked")
+@click.option("--cluster", "cluster_id", default=None, help="Only this cluster's.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines.")
+def parked_events(cluster_id: str | None, as_json: bool) -> None:
+    """Parked events: what waits, since when, and for what (oldest first)."""
+    app = _build()
+    try:
+        click.echo(parked.render(app, parked.parked_rows(app, cluster_id), as_json=as_json))
+    finally:
+        app.close()
+
+
+@main.group(name="dlq")
+def dlq_group() -> None:
+    """Read the dead-letter topic; re-publish from it after a fix."""
+
+
+_CLASS = click.Choice(sorted(DLQ_ERROR_CLASSES))
+
+
+@dlq_group.command(name="list")
+@click.option("--class", "error_class", type=_CLASS, help="Only this error class.")
+@click.option("--since", type=Instant(), help="Only records DLQ'd at or after this time.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines.")
+def dlq_list(error_class: str | None, since: datetime | None, as_json: bool) -> None:
+    """The DLQ's records: when, class, message, where from, which event."""
+    configure_logging(sys.stderr)
+    settings = settings_or_exit()
+    for record in _read_dlq(settings, error_class, since):
+        item = record.summary()
+        click.echo(json.dumps(item, ensure_ascii=False) if as_json else _dlq_line(item))
+
+
+@dlq_group.command(name="redrive")
+@click.option("--class", "error_class", type=_CLASS, help="Only this error class.")
+@click.option("--since", type=Instant(), help="Only records DLQ'd at or after this time.")
+@click.option("--dry-run", is_flag=True, help="Show what would be re-published; publish nothing.")
+def dlq_redrive(error_class: str | None, since: datetime | None, dry_run: bool) -> None:
+    """Re-publish DLQ'd records to their original topic (original key, value, headers).
+
+    Safe to repeat: events the service already received are skipped by its inbox.
+    """
+    configure_logging(sys.stderr)
+    settings = settings_or_exit()
+    records = _read_dlq(settings, error_class, since)
+    app = _build()
+    try:
+        received = dlq_topic.inbox_outcomes(app, records)
+    finally:
+        app.close()
+    chosen = []
+    for record, note in dlq_topic.plan(records, received):
+        item = record.summary()
+        click.echo(f"{_dlq_line(item)}  -> {item['original'].split('@')[0]}  [{note}]")
+        if record.redrivable() is None:
+            chosen.append(record)
+    if dry_run:
+        click.echo(f"dry run: {len(chosen)} of {len(records)} records would be re-published")
+        return
+    try:
+        sent = dlq_topic.redrive(settings, chosen)
+    except KafkaError as exc:
+        raise click.ClickException(f"redrive failed: {exc}") from None
+    click.echo(f"re-published {sent} of {len(records)} records")
+
+
+def _read_dlq(
+    settings: Settings, error_class: str | None, since: datetime | None
+) -> list[dlq_topic.DlqRecord]:
+    if problem := unreachable(settings):
+        raise click.ClickException(problem)
+    try:
+        return list(dlq_topic.read(settings, error_class=error_class, since=since))
+    except KafkaError as exc:
+        raise click.ClickException(f"reading {settings.topic_dlq}: {exc}") from None
+
+
+def _dlq_line(item: dict[str, Any]) -> str:
+    what = f"{item['type']} {item['event_id']}" if item["event_id"] else "(not an event)"
+    message = (item["error_message"] or "").replace("\n", " ")
+    return (
+        f"{item['time'][:19]}Z  {item['error_class']:<18} {item['original']:<40} "
+        f"key={item['key']}  {what}  {message}"
+    )
 
 
 def _build(**kwargs: Any) -> Any:

@@ -79,9 +79,23 @@ class Settings(BaseSettings):
     service_source: str = Field(default="/gocluster/membership", min_length=1)
     group_id: str = Field(default="gocluster", min_length=1)
     max_record_bytes: int = Field(default=1_048_576, gt=0)
-    # Prometheus /metrics on 127.0.0.1 at this port; None (the default) serves nothing.
+    # Superseded by http_port/http_host (the same server now also answers /healthz and
+    # /readyz): read in their place when they are unset; see `http_address`.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
-    metrics_host: str = "127.0.0.1"
+    metrics_host: str | None = None
+    # /healthz, /readyz and /metrics of `gocluster run`; None (the default) serves nothing.
+    http_port: int | None = Field(default=None, ge=1, le=65535)
+    http_host: str | None = None
+    # How often the operator gauges (lag, outbox, parked, timers) and the readiness
+    # probes of the database and broker are refreshed.
+    gauge_interval_s: float = Field(default=10.0, gt=0, le=3600)
+    # /healthz fails when a loop made no progress for this long (or died).
+    liveness_timeout_s: float = Field(default=300.0, gt=0)
+    # /readyz fails when the consumer has not polled in its group for this long, or when
+    # the last database or broker probe failed or is older than this.
+    readiness_timeout_s: float = Field(default=60.0, gt=0)
+    # A Kafka authentication failure that lasts this long stops `run` (exit code 77).
+    kafka_auth_failure_exit_s: float = Field(default=300.0, gt=0)
 
     kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
     kafka_sasl_mechanism: SaslMechanism | None = None
@@ -158,6 +172,11 @@ class Settings(BaseSettings):
             raise ValueError(f"topic(s) {sorted(clash)} configured as both input and output")
         if self.kafka_heartbeat_interval_ms >= self.kafka_session_timeout_ms:
             raise ValueError("kafka_heartbeat_interval_ms must be below kafka_session_timeout_ms")
+        if None not in (self.http_port, self.metrics_port) and self.http_port != self.metrics_port:
+            raise ValueError(
+                "metrics_port is superseded by http_port: set only http_port "
+                "(one server answers /healthz, /readyz and /metrics)"
+            )
         self._check_security()
         return self
 
@@ -218,6 +237,14 @@ class Settings(BaseSettings):
         return sorted(
             n for n in names if n.upper().startswith("GOCLUSTER_") and n.upper() not in known
         )
+
+    def http_address(self) -> tuple[str, int] | None:
+        """Where `run` serves /healthz, /readyz and /metrics: GOCLUSTER_HTTP_*, else the
+        superseded GOCLUSTER_METRICS_*, else nowhere."""
+        port = self.http_port if self.http_port is not None else self.metrics_port
+        if port is None:
+            return None
+        return (self.http_host or self.metrics_host or "127.0.0.1", port)
 
     def redacted_database_url(self) -> str:
         url = make_url(self.database_url)

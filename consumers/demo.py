@@ -67,7 +67,12 @@ def publish_story(settings: Settings) -> int:
 
 
 class Watcher:
-    """Reads the output topics from the beginning and prints each event once."""
+    """Reads the output topics from the beginning and prints each event once.
+
+    Events arrive in the order of their topics and partitions, not of the story; each
+    `flush` prints what arrived since the last one in business-time order (DLQ records,
+    which have no business time, last).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.consumer = KafkaConsumer(
@@ -84,6 +89,7 @@ class Watcher:
         self.consumer.assign(parts)
         self.consumer.seek_to_beginning(*parts)
         self.seen: list[str] = []
+        self.pending: list[tuple[datetime, int, str]] = []
 
     def until(self, wanted: str, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -105,15 +111,23 @@ class Watcher:
         if record.topic.endswith("dlq"):
             headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
             kind = "DLQ " + headers.get("error.class", "?")
-            detail = headers.get("error.message", "")[:70]
+            detail = clip(headers.get("error.message", ""), 70)
             when = "-"
+            at = datetime.max.replace(tzinfo=UTC)
         else:
             event = json.loads(record.value)
             kind = event["type"].removeprefix("gocluster.")
             detail = _detail(event["data"])
             when = event["time"][:10]
+            at = datetime.fromisoformat(event["time"])
         self.seen.append(kind)
-        click.echo(f"  {when:<10}  {record.topic:<22} {kind:<26} {detail}")
+        line = f"  {when:<10}  {record.topic:<22} {kind:<26} {detail}"
+        self.pending.append((at, len(self.pending), line))
+
+    def flush(self) -> None:
+        for _, _, line in sorted(self.pending):
+            click.echo(line)
+        self.pending.clear()
 
     def close(self) -> None:
         self.consumer.close()
@@ -128,7 +142,16 @@ def _detail(data: dict[str, Any]) -> str:
         return f"{data['obligation']} due {data['due_on']} BREACHED"
     if "to" in data:
         return f"{data['from'] or 'null'} -> {data['to']}"
-    return json.dumps(data)[:70]
+    return clip(json.dumps(data), 70)
+
+
+def clip(text: str, width: int) -> str:
+    """At most about `width` characters, cut only between words (a single long word stays
+    whole rather than cut)."""
+    if len(text) <= width:
+        return text
+    cut = text.rfind(" ", 0, width)
+    return text if cut <= 0 else text[:cut].rstrip(" ,;:") + " …"
 
 
 def main(keep: Path | None) -> int:
@@ -175,6 +198,8 @@ def _run(folder: Path, log_path: Path, *, kept: bool) -> int:
         click.echo("\nDownstream events, as they arrive from Kafka:\n")
         click.echo(f"  {'time':<10}  {'topic':<22} {'event':<26} detail")
         ok = watcher.until("label.awarded", WAIT_S) and watcher.until("DLQ decode", WAIT_S)
+        watcher.until("(stragglers of the same batches)", 1.0)
+        watcher.flush()
         click.echo(
             f"\nFast-forward: `gocluster tick --now {FAST_FORWARD_TO:%Y-%m-%dT%H:%M:%SZ}`"
             " fires the Silver reminders and deadline ...\n"
@@ -183,6 +208,7 @@ def _run(folder: Path, log_path: Path, *, kept: bool) -> int:
         service.relay.wake.set()
         ok = watcher.until("deadline.breached", WAIT_S) and ok
         watcher.until_count("membership.changed", 3, 5.0)
+        watcher.flush()
         watcher.close()
         text = show.render(app, "cluster-automotive")
         click.echo("\n`gocluster show cluster-automotive`:\n")

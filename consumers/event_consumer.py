@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -20,6 +20,8 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 from sqlalchemy.exc import SQLAlchemyError
 
+from consumers.health import LoopState
+from consumers.kafka_auth import AUTH_FAILURES
 from consumers.metrics import Metrics
 from consumers.records import DecodeFailure, RecordOrigin, record_to_event_dict
 from consumers.retry import Backoff
@@ -75,8 +77,12 @@ class EventConsumer:
         applied: threading.Event | None = None,
         poll_timeout_ms: int = 500,
         metrics: Metrics | None = None,
+        progress: LoopState | None = None,
+        on_poll: Callable[[str, int], None] | None = None,
     ) -> None:
         self.workflow = workflow
+        self.progress = progress  # liveness: beats after every round
+        self.on_poll = on_poll  # readiness: group state and partitions after every poll
         self.metrics = metrics
         self.stop = stop
         self.config = consumer_config
@@ -99,10 +105,20 @@ class EventConsumer:
                 return True
             except KafkaError as exc:
                 delay = self.backoff.next_delay()
-                log.warning(
-                    "kafka unreachable, retrying", error=str(exc), retry_in_s=round(delay, 1)
-                )
+                if AUTH_FAILURES.failing_for() is not None:
+                    log.error(
+                        "kafka authentication failed, retrying",
+                        error=AUTH_FAILURES.error,
+                        username=self.config.get("sasl_plain_username"),
+                        mechanism=self.config.get("sasl_mechanism"),
+                        retry_in_s=round(delay, 1),
+                    )
+                else:
+                    log.warning(
+                        "kafka unreachable, retrying", error=str(exc), retry_in_s=round(delay, 1)
+                    )
                 self.stop.wait(delay)
+                self._beat()
         return False
 
     def run(self) -> None:
@@ -113,6 +129,7 @@ class EventConsumer:
         try:
             while not self.stop.is_set():
                 self.step()
+                self._beat()
         finally:
             self.consumer.close(autocommit=False)
             log.info("consumer closed")
@@ -121,6 +138,8 @@ class EventConsumer:
         """One poll, one batch, one commit. Returns how many records it applied."""
         assert self.consumer is not None
         polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms)
+        if self.on_poll is not None:
+            self.on_poll(self.consumer.group_metadata().state, len(self.consumer.assignment()))
         records = [r for batch in polled.values() for r in batch]
         if not records:
             return 0
@@ -142,11 +161,15 @@ class EventConsumer:
         self.backoff.reset()
         elapsed_ms = (time.perf_counter() - started) * 1000
         if self.metrics is not None:
-            self.metrics.observe(result, elapsed_ms / 1000)
+            self.metrics.observe(result, elapsed_ms / 1000, items)
         self._log(result, elapsed_ms / max(1, len(items)))
         self.applied.set()
         self._commit(polled)
         return len(records)
+
+    def _beat(self) -> None:
+        if self.progress is not None:
+            self.progress.beat()
 
     def _rewind(self, polled: dict[TopicPartition, list[Any]]) -> None:
         """Poll moved the position past records the database never saw: go back."""
@@ -168,6 +191,7 @@ class EventConsumer:
             )
 
     def _log(self, result: BatchResult, per_record_ms: float) -> None:
+        outputs = outputs_by_cause(result.outputs)
         for o in result.outcomes:
             origin = o.origin
             log.info(
@@ -179,19 +203,51 @@ class EventConsumer:
                 partition=origin.get("partition"),
                 offset=origin.get("offset"),
                 transition=_transition(o.from_state, o.to_state),
+                outputs=outputs.pop((o.cluster_id, o.event_id), [])
+                if o.outcome == "applied"
+                else [],
                 duration_ms=round(per_record_ms, 3),
             )
+        if outputs:  # timers that came due before an event of their cluster
+            log.info("timers fired in batch", outputs=[x for xs in outputs.values() for x in xs])
         for r in result.rejections:
+            event_id, cluster_id = r.event_id, r.cluster_id
+            if event_id is None:
+                event_id, cluster_id = _ids(r.origin)
             log.warning(
                 "record rejected to DLQ",
                 error_class=r.error_class.value,
                 error=r.message,
-                cluster_id=r.cluster_id,
-                event_id=r.event_id,
+                cluster_id=cluster_id,
+                event_id=event_id,
                 topic=r.origin.get("topic"),
                 partition=r.origin.get("partition"),
                 offset=r.origin.get("offset"),
             )
+
+
+def outputs_by_cause(outputs: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[str]]:
+    """(cluster id, cause id) -> the output events it produced, as "type id" for the log."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for event in outputs:
+        data = event.get("data") or {}
+        key = (str(event.get("subject")), str(data.get("cause_id")))
+        found.setdefault(key, []).append(f"{event.get('type')} {event.get('id')}")
+    return found
+
+
+def _ids(origin: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The event and cluster ids of a rejected record, where its bytes parse that far."""
+    try:
+        event = record_to_event_dict(RecordOrigin.from_json(origin), 1 << 62)
+    except (DecodeFailure, ValueError):
+        return None, None
+    data = event.get("data")
+    cluster = event.get("subject") or (data.get("cluster_id") if isinstance(data, dict) else None)
+    return (
+        event["id"] if isinstance(event.get("id"), str) else None,
+        cluster if isinstance(cluster, str) else None,
+    )
 
 
 def _transition(before: str | None, after: str | None) -> str | None:

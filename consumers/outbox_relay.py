@@ -21,6 +21,7 @@ from kafka.errors import KafkaError
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from consumers.health import LoopState
 from consumers.metrics import Metrics
 from consumers.records import STRUCTURED_HEADERS, RecordOrigin, dlq_record, structured_value
 from consumers.retry import Backoff
@@ -87,8 +88,10 @@ class OutboxRelay:
         idle_s: float = 0.5,
         metrics: Metrics | None = None,
         max_record_bytes: int = MAX_PUBLISH_BYTES,
+        progress: LoopState | None = None,
     ) -> None:
         self.db = db
+        self.progress = progress  # liveness: beats after every round
         self.max_record_bytes = max_record_bytes
         self.metrics = metrics
         self.producer_factory = producer_factory
@@ -111,6 +114,8 @@ class OutboxRelay:
                 if sent == 0:
                     self.wake.wait(self.idle_s)
                     self.wake.clear()
+                if self.progress is not None:
+                    self.progress.beat()
         finally:
             self.drain_once()
             self.close()
@@ -184,6 +189,7 @@ class OutboxRelay:
                 )
                 return 0
             self.published += acked
+            _log_published(rows[:acked], self.topics)
             if self.metrics is not None:
                 self.metrics.published.inc(acked)
             self.backoff.reset()
@@ -269,6 +275,20 @@ class OutboxRelay:
             with contextlib.suppress(KafkaError):
                 self.producer.close(timeout=5)
             self.producer = None
+
+
+def _log_published(rows: list[OutboxRow], topics: dict[str, str]) -> None:
+    """One line per published batch: how many rows, to which topics, which seqs."""
+    per_topic: dict[str, int] = {}
+    for row in rows:
+        per_topic[topics[row.stream]] = per_topic.get(topics[row.stream], 0) + 1
+    log.info(
+        "outbox batch published",
+        rows=len(rows),
+        topics=per_topic,
+        seq_from=rows[0].seq,
+        seq_to=rows[-1].seq,
+    )
 
 
 def _size(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -19,10 +18,21 @@ from sqlalchemy.exc import SQLAlchemyError
 from consumers.bootstrap import App, build
 from consumers.config import Settings
 from consumers.event_consumer import EventConsumer
+from consumers.health import Health, LoopState
+from consumers.http_server import serve_http
 from consumers.kafka_admin import create_topics
+from consumers.kafka_auth import AUTH_FAILURES
 from consumers.metrics import Metrics
+from consumers.monitor import Monitor
 from consumers.outbox_relay import OutboxRelay
 from consumers.retry import Backoff
+from consumers.supervision import (
+    EXIT_KAFKA_AUTH,
+    EXIT_LOOP_DIED,
+    EXIT_OK,
+    auth_failed_too_long,
+    supervised,
+)
 from consumers.timer_loop import TimerLoop
 from workflows.dates import Clock
 
@@ -50,6 +60,7 @@ def make_relay(
     stop: threading.Event,
     wake: threading.Event | None = None,
     metrics: Metrics | None = None,
+    progress: LoopState | None = None,
 ) -> OutboxRelay:
     config = app.settings.producer_config()
     return OutboxRelay(
@@ -60,6 +71,7 @@ def make_relay(
         stop,
         wake,
         metrics=metrics,
+        progress=progress,
     )
 
 
@@ -91,6 +103,8 @@ def ensure_topics(settings: Settings, partitions: int, stop: threading.Event) ->
                 log.info("topics created", topics=created, partitions=partitions)
             return True
         except KafkaError as exc:
+            if auth_failed_too_long(settings):
+                return False
             delay = backoff.wait(stop)
             log.warning(
                 "kafka unreachable while creating topics, retrying",
@@ -111,13 +125,18 @@ class Service:
         timer_interval_s: float = 1.0,
         loops: frozenset[str] = LOOPS,
         metrics: Metrics | None = None,
+        health: Health | None = None,
     ) -> None:
         self.app = app
         self.stop = stop
         self.failed = threading.Event()
-        self.metrics = metrics or Metrics()
-        wake = threading.Event()
+        self.exit_code = EXIT_OK
+        self.metrics = metrics or Metrics.default()
         settings = app.settings
+        self.health = health or health_of(settings)
+        self._watch_health()
+        wake = threading.Event()
+        states = {name: self.health.loop(name) for name in (*sorted(loops), "monitor")}
         self.consumer = EventConsumer(
             app.workflow,
             settings.consumer_config(),
@@ -127,13 +146,15 @@ class Service:
             applied=wake,
             poll_timeout_ms=poll_timeout_ms,
             metrics=self.metrics,
+            progress=states.get("consumer"),
+            on_poll=self.health.consumer_polled,
         )
         # Fix: the relay used to stop together with the consumer and the timer loop, so
         # its final flush often ran before their last batch committed, and a graceful
         # stop left those outputs unpublished until the next start. It now has its own
         # stop, set by join() once the other two have finished.
         self.relay_stop = threading.Event()
-        self.relay = make_relay(app, self.relay_stop, wake, self.metrics)
+        self.relay = make_relay(app, self.relay_stop, wake, self.metrics, states.get("relay"))
         self.timers = TimerLoop(
             app.workflow,
             app.clock,
@@ -142,30 +163,57 @@ class Service:
             interval_s=timer_interval_s,
             wake=wake,
             metrics=self.metrics,
+            progress=states.get("timers"),
         )
-        self.threads = {
-            name: threading.Thread(target=self._guard(loop), name=name)
-            for name, loop in (
-                ("consumer", self.consumer.run),
-                ("relay", self.relay.run),
-                ("timers", self.timers.run),
-            )
-            if name in loops
+        self.monitor = Monitor(
+            app,
+            self.health,
+            self.metrics,
+            stop,
+            interval_s=settings.gauge_interval_s,
+            overdue_by_wall_clock=clock_mode == "wall",
+            progress=states["monitor"],
+        )
+        if "consumer" in loops:
+            self.health.track_consumer()
+        runs = {
+            "consumer": self.consumer.run,
+            "relay": self.relay.run,
+            "timers": self.timers.run,
+            "monitor": self.monitor.run,
         }
+        self.threads = {}
+        for name, state in states.items():
+            body = supervised(
+                runs[name],
+                state,
+                self.relay_stop if name == "relay" else stop,
+                on_death=self._died,
+                metrics=self.metrics,
+            )
+            state.thread = self.threads[name] = threading.Thread(target=body, name=name)
 
-    def _guard(self, loop: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            try:
-                loop()
-            except Exception:
-                log.exception(
-                    "loop failed; stopping the service", loop=threading.current_thread().name
-                )
-                self.failed.set()
-                self.stop.set()
-                self.relay_stop.set()
+    def _died(self, state: LoopState) -> None:
+        """A dead loop stops the service (see consumers/supervision.py)."""
+        self.exit_code = EXIT_LOOP_DIED
+        self.failed.set()
+        self.stop.set()
+        if state.name == "relay":
+            self.relay_stop.set()
 
-        return run
+    def _watch_health(self) -> None:
+        AUTH_FAILURES.install()
+        self.metrics.track(self.metrics.last_poll_age, self.health.last_stable_poll)
+        self.metrics.live.set_function(lambda: float(self.health.liveness()[0]))
+        self.metrics.ready.set_function(lambda: float(self.health.readiness()[0]))
+
+    def check_auth(self) -> bool:
+        """False (and the exit code set) once Kafka has refused us for too long."""
+        if auth_failed_too_long(self.app.settings):
+            self.exit_code = EXIT_KAFKA_AUTH
+            self.stop.set()
+            return False
+        return True
 
     def start(self) -> None:
         for thread in self.threads.values():
@@ -173,12 +221,19 @@ class Service:
 
     def join(self, timeout_s: float = 60.0) -> None:
         """After `stop`: the consumer and timers finish their batch, then the relay drains."""
-        for name in ("consumer", "timers"):
+        for name in ("consumer", "timers", "monitor"):
             if name in self.threads:
                 self.threads[name].join(timeout_s)
         self.relay_stop.set()
         if "relay" in self.threads:
             self.threads["relay"].join(timeout_s)
+
+
+def health_of(settings: Settings) -> Health:
+    return Health(
+        liveness_timeout_s=settings.liveness_timeout_s,
+        readiness_timeout_s=settings.readiness_timeout_s,
+    )
 
 
 def install_signal_handlers(stop: threading.Event) -> None:
@@ -207,21 +262,40 @@ def run(
         loops=sorted(loops),
         config=settings.safe_summary(),
     )
+    AUTH_FAILURES.install()
+    health = health_of(settings)
+    http = serve_http(settings, health)
+    try:
+        return _run(settings, stop, health, clock_mode, create, partitions, clock, loops)
+    finally:
+        if http is not None:
+            http.stop()
+
+
+def _run(
+    settings: Settings,
+    stop: threading.Event,
+    health: Health,
+    clock_mode: str,
+    create: bool,
+    partitions: int,
+    clock: Clock | None,
+    loops: frozenset[str],
+) -> int:
     app = build_with_retry(settings, stop, clock=clock)
     if app is None:
-        return 0
+        return EXIT_OK
     try:
         if create and not ensure_topics(settings, partitions, stop):
-            return 0
-        service = Service(app, stop, clock_mode=clock_mode, loops=loops)
-        if settings.metrics_port is not None:
-            service.metrics.serve(settings.metrics_port, settings.metrics_host)
-            log.info("metrics served", port=settings.metrics_port, host=settings.metrics_host)
+            return EXIT_OK if stop.is_set() else EXIT_KAFKA_AUTH
+        service = Service(app, stop, clock_mode=clock_mode, loops=loops, health=health)
         service.start()
-        while not stop.wait(0.5):
+        while not stop.wait(0.5) and service.check_auth():
             pass
         service.join()
-        log.info("gocluster stopped", published=service.relay.published)
-        return 1 if service.failed.is_set() else 0
+        log.info(
+            "gocluster stopped", published=service.relay.published, exit_code=service.exit_code
+        )
+        return service.exit_code
     finally:
         app.close()

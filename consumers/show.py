@@ -6,6 +6,7 @@ import json
 from datetime import date
 from typing import Any
 
+from consumers import parked
 from consumers.bootstrap import App
 from workflows.store.queries import cluster_view
 
@@ -50,6 +51,11 @@ def render(app: App, cluster_id: str, *, as_json: bool = False) -> str | None:
         extra = f" ({t['days_left']} days)" if t["days_left"] else ""
         lines.append(f"  {t['due_at'].astimezone(zone):%Y-%m-%d %H:%M %Z}  {t['kind']}{extra}")
     if not view["timers"]:
+        lines.append("  none")
+    lines += ["", "Parked events (waiting for a state)"]
+    for row in parked.parked_rows(app, cluster_id):
+        lines.append("  " + parked.line(app, row).removeprefix(f"{cluster_id}  "))
+    if not view["parked"]:
         lines.append("  none")
     lines += ["", "History"]
     for h in view["history"]:

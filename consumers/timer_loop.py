@@ -11,6 +11,8 @@ import threading
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
+from consumers.event_consumer import outputs_by_cause
+from consumers.health import LoopState
 from consumers.metrics import Metrics
 from consumers.retry import Backoff
 from workflows.dates import Clock
@@ -30,8 +32,10 @@ class TimerLoop:
         interval_s: float = 1.0,
         wake: threading.Event | None = None,
         metrics: Metrics | None = None,
+        progress: LoopState | None = None,
     ) -> None:
         self.workflow = workflow
+        self.progress = progress  # liveness: beats after every round
         self.metrics = metrics
         self.clock = clock
         self.stop = stop
@@ -42,6 +46,8 @@ class TimerLoop:
 
     def run(self) -> None:
         while not self.stop.is_set():
+            if self.progress is not None:
+                self.progress.beat()
             try:
                 busy = self.step()
                 self.backoff.reset()
@@ -73,7 +79,8 @@ class TimerLoop:
         if self.metrics is not None:
             self.metrics.observe(result)
         if result.timers_fired:
-            log.info("timers fired", count=result.timers_fired, outputs=len(result.outputs))
+            outputs = [x for xs in outputs_by_cause(result.outputs).values() for x in xs]
+            log.info("timers fired", count=result.timers_fired, outputs=outputs)
         for r in result.rejections:
             log.warning(
                 "parked event expired to DLQ",

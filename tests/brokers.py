@@ -79,10 +79,15 @@ class ApacheKafka:
     name = "Apache Kafka"
     keeps_data = True
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(
+        self, folder: Path, port: int | None = None, *, sasl_users: dict[str, str] | None = None
+    ) -> None:
         self.folder = folder
         self._port = port
+        self._sasl_users = sasl_users
         self._bootstrap: str | None = None
+        # With `sasl_users`: the SASL_PLAINTEXT (mechanism PLAIN) listener's address.
+        self.sasl_bootstrap: str | None = None
         self.startup_seconds = 0.0
         self.version = ""
 
@@ -101,7 +106,15 @@ class ApacheKafka:
 
     def start(self) -> ApacheKafka:
         args = ["start", str(self.folder)] + ([str(self._port)] if self._port else [])
-        self._bootstrap = _script(*args).strip().splitlines()[-1]
+        env = None
+        if self._sasl_users:
+            users = ",".join(f"{name}:{password}" for name, password in self._sasl_users.items())
+            env = os.environ | {"GOCLUSTER_KAFKA_SASL_USERS": users}
+        lines = _script(*args, env=env).strip().splitlines()
+        self._bootstrap = lines[-1]
+        for line in lines[:-1]:
+            if line.startswith("SASL_PLAINTEXT "):
+                self.sasl_bootstrap = line.split()[1]
         self.startup_seconds = float((self.folder / "started").read_text())
         self.version = self._reported_version()
         return self
@@ -163,8 +176,10 @@ def make_broker(folder: Path, choice: str | None = None) -> Broker:
     return ApacheKafka(folder)
 
 
-def _script(*args: str) -> str:
-    done = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, check=False)
+def _script(*args: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        [str(SCRIPT), *args], capture_output=True, text=True, check=False, env=env
+    )
     if done.returncode != 0:
         raise BrokerError(
             f"scripts/apache-kafka {' '.join(args)} exited {done.returncode}: "

@@ -149,8 +149,10 @@ class ServiceProcess:
         *,
         name: str = "service",
         log_dir: Path | None = None,
+        command: Sequence[str] | None = None,
     ) -> None:
         self.env = dict(env)
+        self.command = list(command) if command is not None else gocluster_command()
         self.args = list(args)
         self.name = name
         self.log_dir = log_dir
@@ -167,7 +169,7 @@ class ServiceProcess:
         if self.process is not None:
             raise RuntimeError(f"{self.name} already started")
         self.process = subprocess.Popen(
-            [*gocluster_command(), *self.args],
+            [*self.command, *self.args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

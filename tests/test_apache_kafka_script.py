@@ -86,3 +86,62 @@ def test_bad_arguments_and_an_unknown_folder_get_one_clear_line() -> None:
     # Stopping what does not run is not an error; asking for its status says "not running".
     assert _script("stop", "/nonexistent/kafka").returncode == 0
     assert _script("status", "/nonexistent/kafka").returncode == 1
+
+
+def test_an_opt_in_sasl_listener_refuses_a_wrong_password_as_an_authentication_failure(
+    tmp_path: Path,
+) -> None:
+    import logging
+
+    from kafka.errors import IllegalSaslStateError, KafkaError, SaslAuthenticationFailedError
+
+    from consumers.kafka_auth import AuthWatch
+
+    broker = ApacheKafka(tmp_path / "kafka", sasl_users={"alice": "alice-secret"}).start()
+    try:
+        assert broker.sasl_bootstrap is not None
+        assert broker.sasl_bootstrap != broker.bootstrap
+        printed = _script("start", str(broker.folder)).stdout.split()
+        assert printed == ["SASL_PLAINTEXT", broker.sasl_bootstrap, broker.bootstrap]
+
+        def login(password: str) -> list[type[BaseException]]:
+            """The exception types kafka-python logs while it tries to log in."""
+            seen: list[type[BaseException]] = []
+
+            class Collect(AuthWatch):
+                def emit(self, record: logging.LogRecord) -> None:
+                    args = record.args if isinstance(record.args, tuple) else ()
+                    seen.extend(type(a) for a in args if isinstance(a, BaseException))
+
+            watch = Collect()
+            logging.getLogger("kafka").addHandler(watch)
+            try:
+                admin = KafkaAdminClient(
+                    bootstrap_servers=broker.sasl_bootstrap,
+                    security_protocol="SASL_PLAINTEXT",
+                    sasl_mechanism="PLAIN",
+                    sasl_plain_username="alice",
+                    sasl_plain_password=password,
+                    # The broker's answer races its close: give the client many attempts.
+                    bootstrap_timeout_ms=20_000,
+                )
+                admin.describe_cluster()
+                admin.close()
+            except KafkaError:
+                pass
+            finally:
+                logging.getLogger("kafka").removeHandler(watch)
+            return seen
+
+        assert not any(issubclass(t, SaslAuthenticationFailedError) for t in login("alice-secret"))
+        refused = login("wrong")
+        assert SaslAuthenticationFailedError in refused
+        assert IllegalSaslStateError not in refused
+
+        broker.stop()
+        # Started again without the variable: the folder keeps the listener and its users.
+        again = ApacheKafka(broker.folder).start()
+        assert again.sasl_bootstrap == broker.sasl_bootstrap
+        assert SaslAuthenticationFailedError in login("wrong")
+    finally:
+        broker.kill()

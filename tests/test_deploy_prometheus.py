@@ -89,16 +89,11 @@ def _metric_names(expr: str) -> set[str]:
     return set(re.findall(r"\b(gocluster_[a-z_]+)\b", expr))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the operator gauges (gocluster_ready, lag, outbox, timers) come with the h9-ops "
-    "branch; remove this marker when it is merged",
-)
 def test_the_rules_use_only_metrics_the_service_exports() -> None:
     from consumers.metrics import Metrics
 
     registry = CollectorRegistry()
-    Metrics(registry)  # the signature of the h9-ops branch
+    Metrics(registry)
     # By family, not sample: a labelled metric has no sample before its first labels.
     exported = {
         family.name + suffix

@@ -1,12 +1,13 @@
-"""Read-only views for `gocluster show` and the tests."""
+"""Read-only views for `gocluster show`, `gocluster parked`, the operator gauges and the tests."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
-from workflows.store.tables import clusters, history, labels, obligations, timers
+from workflows.store.tables import clusters, history, labels, obligations, outbox, parked, timers
 
 
 def cluster_view(conn: Connection, cluster_id: str) -> dict[str, Any] | None:
@@ -26,4 +27,74 @@ def cluster_view(conn: Connection, cluster_id: str) -> dict[str, Any] | None:
         "obligations": rows(obligations, obligations.c.due_on, obligations.c.kind),
         "timers": [t for t in rows(timers, timers.c.due_at) if t["status"] == "pending"],
         "history": rows(history, history.c.id),
+        "parked": parked_view(conn, cluster_id),
     }
+
+
+def backlog(conn: Connection, now: datetime) -> dict[str, Any]:
+    """What waits, as numbers for the operator gauges: unsent outbox rows, parked events,
+    pending timers, and the oldest of each (the due time of the oldest timer due by `now`)."""
+    unsent = conn.execute(
+        select(func.count(), func.min(outbox.c.created_at)).where(outbox.c.sent_at.is_(None))
+    ).one()
+    waiting = conn.execute(select(func.count(), func.min(parked.c.parked_at))).one()
+    pending = timers.c.status == "pending"
+    timer_count = conn.execute(select(func.count()).where(pending)).scalar_one()
+    overdue_since = conn.execute(
+        select(func.min(timers.c.due_at)).where(pending, timers.c.due_at <= now)
+    ).scalar_one()
+    return {
+        "outbox_unsent": int(unsent[0]),
+        "outbox_oldest": _aware(unsent[1]),
+        "parked": int(waiting[0]),
+        "parked_oldest": _aware(waiting[1]),
+        "timers_pending": int(timer_count),
+        "timer_overdue_since": _aware(overdue_since),
+    }
+
+
+def parked_view(
+    conn: Connection, cluster_id: str | None = None, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """Parked events, oldest first: what waits (type, id, source), for which cluster,
+    since when, and its effective time."""
+    query = select(
+        parked.c.id,
+        parked.c.cluster_id,
+        parked.c.source,
+        parked.c.event_id,
+        parked.c.effective_at,
+        parked.c.parked_at,
+        parked.c.event,
+        parked.c.origin,
+    ).order_by(parked.c.parked_at, parked.c.id)
+    if cluster_id is not None:
+        query = query.where(parked.c.cluster_id == cluster_id)
+    rows = []
+    for row in conn.execute(query.limit(limit)).mappings():
+        event = row["event"] if isinstance(row["event"], dict) else {}
+        origin = row["origin"] if isinstance(row["origin"], dict) else {}
+        rows.append(
+            {
+                "cluster_id": row["cluster_id"],
+                "event_id": row["event_id"],
+                "source": row["source"],
+                "type": event.get("type"),
+                "effective_at": row["effective_at"],
+                "parked_at": row["parked_at"],
+                "topic": origin.get("topic"),
+                "partition": origin.get("partition"),
+                "offset": origin.get("offset"),
+            }
+        )
+    return rows
+
+
+def _aware(value: Any) -> datetime | None:
+    """min() over a UTCDateTime column comes back raw (naive on SQLite)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    aware: datetime = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return aware
