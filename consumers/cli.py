@@ -13,6 +13,7 @@ from typing import IO, Any
 
 import click
 import structlog
+from alembic.util import CommandError
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
@@ -31,7 +32,14 @@ from schemas.messages import Level
 from workflows.aggregate import MemberState
 from workflows.dates import FixedClock, parse_instant
 from workflows.policy import PolicyError
-from workflows.store.database import SchemaOutOfDate, create_db_engine, upgrade
+from workflows.store.database import (
+    SchemaOutOfDate,
+    create_db_engine,
+    current_revision,
+    downgrade,
+    head_revision,
+    upgrade,
+)
 
 
 class Instant(click.ParamType):  # type: ignore[type-arg]
@@ -279,6 +287,37 @@ def db_upgrade() -> None:
     finally:
         engine.dispose()
     click.echo(f"database {settings.redacted_database_url()} is at the current schema")
+
+
+@db.command(name="current")
+def db_current() -> None:
+    """Print the schema revision of the configured database and the code's."""
+    settings = settings_or_exit()
+    engine = create_db_engine(settings.database_url)
+    try:
+        now, head = current_revision(engine), head_revision(engine)
+    except SQLAlchemyError as exc:
+        raise database_problem(settings, exc) from None
+    finally:
+        engine.dispose()
+    click.echo(f"database: {now or 'empty'}; this version needs: {head}")
+
+
+@db.command(name="downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Migrate the configured database down to REVISION (for a rollback to an older version)."""
+    settings = settings_or_exit()
+    engine = create_db_engine(settings.database_url)
+    try:
+        downgrade(engine, revision)
+    except SQLAlchemyError as exc:
+        raise database_problem(settings, exc) from None
+    except CommandError as exc:
+        raise click.ClickException(f"cannot downgrade to {revision!r}: {exc}") from None
+    finally:
+        engine.dispose()
+    click.echo(f"database {settings.redacted_database_url()} is at revision {revision}")
 
 
 # -- the programme office's views (office/) -------------------------------------

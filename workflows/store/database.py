@@ -93,6 +93,11 @@ def upgrade(engine: Engine) -> None:
     command.upgrade(_alembic_config(engine), "head")
 
 
+def downgrade(engine: Engine, revision: str) -> None:
+    """Back to `revision` (`base`: empty): for a rollback to a version that needs it."""
+    command.downgrade(_alembic_config(engine), revision)
+
+
 def ensure_schema(engine: Engine) -> None:
     """SQLite upgrades itself so the embedded default needs no step; a shared
     PostgreSQL is migrated on purpose (`gocluster db upgrade`)."""
