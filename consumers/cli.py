@@ -120,8 +120,13 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("source", type=click.File("r", encoding="utf-8"))
-@click.option("--now", "now", type=Instant(), help="Then fire every timer due up to this time.")
+@click.argument("source", type=click.File("rb"))
+@click.option(
+    "--now",
+    "now",
+    type=Instant(),
+    help="The service clock (default: the wall clock); then fire every timer due up to it.",
+)
 @click.option(
     "--dlq",
     "dlq",
@@ -136,7 +141,7 @@ def main() -> None:
     type=click.IntRange(1, 10_000),
     help="Events per database transaction.",
 )
-def replay(source: IO[str], now: datetime | None, dlq: IO[str], batch: int) -> None:
+def replay(source: IO[bytes], now: datetime | None, dlq: IO[str], batch: int) -> None:
     """Apply a JSON Lines file of CloudEvents (or - for stdin) without Kafka.
 
     Output events go to stdout as JSON Lines, in the order they were produced.
@@ -145,7 +150,7 @@ def replay(source: IO[str], now: datetime | None, dlq: IO[str], batch: int) -> N
     warn_unknown_env()
     if getattr(dlq, "name", None) == "<stdout>":
         dlq = sys.stderr
-    app = _build(mark_sent=True)
+    app = _build(mark_sent=True, clock=None if now is None else FixedClock(now))
     try:
         stats = offline.replay(app, source, sys.stdout, dlq, batch, now)
     finally:

@@ -24,6 +24,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from schemas.uri import is_uri_reference
+
 __all__ = ["REDACTED", "SecurityProtocol", "Settings"]
 
 REDACTED = "***"
@@ -147,6 +149,14 @@ class Settings(BaseSettings):
                 f"database {url.get_backend_name()[:40]!r} is not supported: use sqlite:// "
                 "or postgresql://"
             )
+        return value
+
+    @field_validator("service_source")
+    @classmethod
+    def _uri_reference(cls, value: str) -> str:
+        # It is the `source` of every output (and their `cause_source` for timers).
+        if not is_uri_reference(value):
+            raise ValueError("must be a URI-reference such as /gocluster/membership")
         return value
 
     @field_validator("kafka_bootstrap")

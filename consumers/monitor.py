@@ -64,6 +64,8 @@ class Monitor:
         self.stop = stop
         self.interval_s = interval_s
         self.overdue_by_wall_clock = overdue_by_wall_clock
+        # The wall clock's timer loop holds breaches back by the late-result allowance.
+        self.breach_allowance = app.policy.late_result_allowance
         self.progress = progress
         self.admin: KafkaAdminClient | None = None
         self._reported: dict[str, str | None] = {}
@@ -86,7 +88,7 @@ class Monitor:
         now = self.app.clock.now()
         try:
             with self.app.db.connect() as conn:
-                found = backlog(conn, now)
+                found = backlog(conn, now, self.breach_allowance)
         except SQLAlchemyError as exc:
             self._failed("database", self.health.database, exc)
             return

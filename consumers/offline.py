@@ -13,6 +13,7 @@ from typing import IO, Any
 import click
 
 from consumers.bootstrap import App
+from schemas.errors import ErrorClass
 from schemas.validate import Rejected, parse_json
 from workflows.engine import BatchResult, Inbound, Rejection
 
@@ -20,8 +21,11 @@ MAX_TICK_ROUNDS = 100_000  # each round fires every due timer of up to 200 clust
 
 
 def replay(
-    app: App, source: IO[str], out: IO[str], dlq: IO[str], batch: int, now: datetime | None
+    app: App, source: IO[bytes], out: IO[str], dlq: IO[str], batch: int, now: datetime | None
 ) -> dict[str, int]:
+    """Apply the file's lines in batches, on the service clock of `app` (T under
+    `--now T`, else the wall clock); releases that a batch left for later (the
+    per-transaction budget) continue before the next batch, as the timer loop would."""
     stats = {
         "lines": 0,
         "applied": 0,
@@ -31,9 +35,12 @@ def replay(
         "outputs": 0,
         "timers_fired": 0,
     }
-    for items in _batches(_progress(source), batch):
+    limit = app.settings.max_record_bytes
+    for items in _batches(_progress(source, limit), batch, limit):
         stats["lines"] += len(items)
         _account(stats, app.workflow.apply_batch(items), out, dlq)
+        for result in _release(app, app.clock.now()):
+            _account(stats, result, out, dlq)
     if now is not None:
         for result in _tick(app, now):
             _account(stats, result, out, dlq)
@@ -50,8 +57,19 @@ def tick(app: App, now: datetime, dlq: IO[str]) -> dict[str, int]:
     return stats
 
 
+def _release(app: App, now: datetime) -> Iterator[BatchResult]:
+    """Release every parked event whose wake-up has come by `now`."""
+    for _ in range(MAX_TICK_ROUNDS):
+        result = app.workflow.release_parked(now=now)
+        if not result.clusters_woken:
+            break
+        yield result
+
+
 def _tick(app: App, now: datetime) -> Iterator[BatchResult]:
-    """Fire everything due up to `now`, then send parked events past their TTL to the DLQ."""
+    """Release parked events the clock has reached (before the timers they precede), fire
+    everything due up to `now`, then send parked events past their TTL to the DLQ."""
+    yield from _release(app, now)
     for _ in range(MAX_TICK_ROUNDS):
         result = app.workflow.fire_due_timers(until=now)
         if result.timers_fired == 0:
@@ -81,20 +99,20 @@ def _write_rejections(rejections: list[Rejection], dlq: IO[str]) -> None:
         record: dict[str, Any] = {"error_class": r.error_class.value, "error_message": r.message}
         if r.origin.get("kind") == "line":
             record |= {"line": r.origin["line"], "text": r.origin["text"]}
+            if r.origin.get("text_truncated"):
+                record["text_truncated"] = True
         else:
             record |= {"origin": r.origin}
         dlq.write(json.dumps(record, ensure_ascii=False) + "\n")
     dlq.flush()
 
 
-def _batches(lines: Iterator[tuple[int, str]], size: int) -> Iterator[list[Inbound]]:
+def _batches(
+    lines: Iterator[tuple[int, bytes, bool]], size: int, max_bytes: int
+) -> Iterator[list[Inbound]]:
     batch: list[Inbound] = []
-    for number, text in lines:
-        origin = {"kind": "line", "line": number, "text": text}
-        try:
-            batch.append(Inbound(origin, event=parse_json(text)))
-        except Rejected as exc:
-            batch.append(Inbound(origin, rejected=exc))
+    for number, raw, whole in lines:
+        batch.append(_inbound(number, raw, whole, max_bytes))
         if len(batch) >= size:
             yield batch
             batch = []
@@ -102,26 +120,67 @@ def _batches(lines: Iterator[tuple[int, str]], size: int) -> Iterator[list[Inbou
         yield batch
 
 
-def _lines(source: IO[str]) -> Iterator[tuple[int, str]]:
-    for number, line in enumerate(source, start=1):
-        text = line.rstrip("\r\n")
-        if text.strip():
-            yield number, text
+def _inbound(number: int, raw: bytes, whole: bool, max_bytes: int) -> Inbound:
+    """One line as Kafka input would be one record: bytes first, within the same limit."""
+    origin: dict[str, Any] = {"kind": "line", "line": number}
+    if not whole:
+        origin["text"] = raw.decode("utf-8", "backslashreplace")
+        origin["text_truncated"] = True
+        message = f"line is over the {max_bytes} limit (GOCLUSTER_MAX_RECORD_BYTES)"
+        return Inbound(origin, rejected=Rejected(ErrorClass.DECODE, message))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        origin["text"] = raw.decode("utf-8", "backslashreplace")
+        message = f"line is not valid UTF-8: {exc.reason} at byte {exc.start}"
+        return Inbound(origin, rejected=Rejected(ErrorClass.DECODE, message))
+    origin["text"] = text
+    try:
+        return Inbound(origin, event=parse_json(text))
+    except Rejected as exc:
+        return Inbound(origin, rejected=exc)
 
 
-def _progress(source: IO[str]) -> Iterator[tuple[int, str]]:
+def _lines(source: IO[bytes], max_bytes: int) -> Iterator[tuple[int, bytes, bool]]:
+    """(number, bytes without the line end, whether it is within `max_bytes`). A longer
+    line is cut at the limit and the rest skipped unread: no line is held in memory
+    beyond the limit."""
+    number = 0
+    while True:
+        line = source.readline(max_bytes + 2)  # the limit, plus room for "\r\n"
+        if not line:
+            return
+        number += 1
+        text = line.rstrip(b"\r\n")
+        if len(line) == max_bytes + 2 and not line.endswith(b"\n"):
+            _skip_rest_of_line(source)
+            yield number, text[:max_bytes], False
+        elif len(text) > max_bytes:
+            yield number, text[:max_bytes], False
+        elif text.strip():
+            yield number, text, True
+
+
+def _skip_rest_of_line(source: IO[bytes]) -> None:
+    while True:
+        chunk = source.readline(1 << 20)
+        if not chunk or chunk.endswith(b"\n"):
+            return
+
+
+def _progress(source: IO[bytes], max_bytes: int) -> Iterator[tuple[int, bytes, bool]]:
     """A progress bar on a terminal for a file of known size; silent otherwise."""
     size = _size(source)
     if not sys.stderr.isatty() or size is None:
-        yield from _lines(source)
+        yield from _lines(source, max_bytes)
         return
     with click.progressbar(length=size, label="replaying", file=sys.stderr) as bar:
-        for number, text in _lines(source):
-            bar.update(len(text.encode("utf-8")) + 1)
-            yield number, text
+        for number, raw, whole in _lines(source, max_bytes):
+            bar.update(len(raw) + 1)
+            yield number, raw, whole
 
 
-def _size(source: IO[str]) -> int | None:
+def _size(source: IO[bytes]) -> int | None:
     try:
         return os.fstat(source.fileno()).st_size or None
     except (OSError, ValueError, AttributeError):

@@ -49,7 +49,6 @@ DLQ_ERROR_CLASSES = frozenset(
 MAX_ERROR_MESSAGE_CHARS = 1000
 
 _CE_PREFIX = "ce_"
-_ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]+$")
 # A \uD800-\uDFFF escape may be a lone surrogate, which Python accepts but
 # UTF-8 cannot encode: it would crash the database write or the DLQ later.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -211,9 +210,11 @@ def _read_headers(headers: tuple[tuple[str, bytes], ...]) -> tuple[str | None, d
                 raise DecodeFailure("conflicting content-type headers")
             content_type = text
         elif name.startswith(_CE_PREFIX):
-            attribute = name[len(_CE_PREFIX) :]
-            # datacontenttype travels as content-type; data is not an attribute.
-            if not _ATTRIBUTE_NAME.match(attribute) or attribute in {"data", "datacontenttype"}:
+            # The name is checked with the rest of the envelope (schemas.validate), the
+            # same way as in structured mode; what is left here is the binding's own rule:
+            # datacontenttype travels as content-type, and data is not an attribute.
+            attribute = raw_name[len(_CE_PREFIX) :]
+            if attribute.lower() in {"data", "datacontenttype"}:
                 raise DecodeFailure(f"header {raw_name[:100]!r} is not a CloudEvents attribute")
             text = _header_text(raw_name, raw_value)
             if attributes.setdefault(attribute, text) != text:

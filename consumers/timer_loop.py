@@ -1,7 +1,9 @@
-"""Fire due timers by the service clock, and expire parked events past their TTL.
+"""Fire due timers by the service clock, release parked events whose wake-up has come,
+and expire parked events past their TTL.
 
-With `--clock event` only the parked-event TTL runs here; deadlines then fire
-by event time and `gocluster tick`.
+With `--clock event` only the parked events are looked after here; deadlines
+then fire by event time and `gocluster tick`. Under the wall clock a breach
+waits for the policy's late_result_allowance.
 """
 
 from __future__ import annotations
@@ -66,16 +68,18 @@ class TimerLoop:
     def step(self) -> bool:
         """One round; True when there may be more due right away."""
         now = self.clock.now()
-        busy = False
+        released = self.workflow.release_parked(now=now)  # before the timers they precede
+        self._log_released(released)
+        busy = released.clusters_woken > 0
         if self.fire_timers:
-            fired = self.workflow.fire_due_timers(until=now)
+            fired = self.workflow.fire_due_timers(until=now, allow_late_results=True)
             self._log(fired)
-            busy = fired.timers_fired > 0
+            busy = busy or fired.timers_fired > 0
         expired = self.workflow.expire_parked(now=now)
         self._log(expired)
         return busy or bool(expired.rejections)
 
-    def _log(self, result: BatchResult) -> None:
+    def _log(self, result: BatchResult, rejected: str = "parked event expired to DLQ") -> None:
         if self.metrics is not None:
             self.metrics.observe(result)
         if result.timers_fired:
@@ -83,7 +87,7 @@ class TimerLoop:
             log.info("timers fired", count=result.timers_fired, outputs=outputs)
         for r in result.rejections:
             log.warning(
-                "parked event expired to DLQ",
+                rejected,
                 error_class=r.error_class.value,
                 cluster_id=r.cluster_id,
                 event_id=r.event_id,
@@ -91,3 +95,13 @@ class TimerLoop:
             )
         if result.outputs or result.rejections:
             self.wake.set()
+
+    def _log_released(self, result: BatchResult) -> None:
+        if result.clusters_woken:
+            log.info(
+                "parked events released",
+                clusters=result.clusters_woken,
+                applied=result.count("applied"),
+                outputs=len(result.outputs),
+            )
+        self._log(result, rejected="released parked event rejected to DLQ")

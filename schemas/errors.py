@@ -10,6 +10,7 @@ a Python type name when a sentence will do.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
@@ -138,10 +139,16 @@ def describe(exc: JsonSchemaValueException) -> str:
         extra = sorted(str(key) for key in value if key not in known)
         return f"{path}: unexpected field(s): {', '.join(extra)}"
     if exc.rule == "propertyNames":
-        # fastjsonschema reports the object and the names rule; point at the key.
+        # fastjsonschema reports the object and the names rule; point at the keys.
         names = definition.get("propertyNames", {})
         custom = names.get("errorMessage") if isinstance(names, Mapping) else None
-        return f"{path}: {custom or 'has an invalid key'}"
+        pattern = names.get("pattern") if isinstance(names, Mapping) else None
+        message = f"{path}: {custom or 'has an invalid key'}"
+        if isinstance(pattern, str) and isinstance(value, Mapping):
+            bad = [show(k) for k in value if isinstance(k, str) and not re.search(pattern, k)]
+            if bad:
+                message += f", got {', '.join(bad[:5])}"
+        return message
     custom = definition.get("errorMessage")
     expected = custom if isinstance(custom, str) else _expected(definition, exc.rule)
     return f"{path}: {expected}, got {show(value)}"

@@ -29,6 +29,7 @@ from schemas.decode import (
 )
 from schemas.errors import ErrorClass, Rejected, describe, show
 from schemas.messages import EventType, InputEvent, OutputType
+from schemas.uri import is_uri_reference
 
 __all__ = [
     "MAX_DEPTH",
@@ -125,7 +126,7 @@ def _parse_event(obj: Mapping[str, Any]) -> InputEvent:
         kind = data.get("kind") if isinstance(data, dict) else None
         if isinstance(kind, str):
             validator = completed_by_kind().get(kind, validator)
-    _check(validator, event)
+    _check_envelope(validator, event)
     data = event["data"]
     if data["cluster_id"] != event["subject"]:
         raise Rejected(
@@ -141,7 +142,7 @@ def validate_output(event: Mapping[str, Any]) -> None:
     try:
         doc = _as_json_object(event)
         validator = _lookup(doc, validators(OutputType), "output", EventType)
-        _check(validator, doc)
+        _check_envelope(validator, doc)
         data = doc["data"]
         if data["cluster_id"] != doc["subject"]:
             raise Rejected(ErrorClass.CONFLICT, "data.cluster_id differs from subject")
@@ -165,7 +166,7 @@ def _lookup(
     validator = by_type.get(event_type) if isinstance(event_type, str) else None
     if validator is not None:
         return validator
-    _check(envelope_validator(), event)  # a broken envelope is a schema error first
+    _check_envelope(envelope_validator(), event)  # a broken envelope is a schema error first
     known = ", ".join(by_type)
     if event_type in {member.value for member in other}:
         why = f"{show(event_type)} is not an {direction} event type"
@@ -179,6 +180,18 @@ def _check(validator: Validator, event: dict[str, Any]) -> None:
         validator(event)
     except fastjsonschema.JsonSchemaValueException as exc:
         raise Rejected(ErrorClass.SCHEMA, describe(exc)) from None
+
+
+def _check_envelope(validator: Validator, event: dict[str, Any]) -> None:
+    """The event's schema (envelope included), then what a pattern cannot say well:
+    `source` is a URI-reference. One check for structured mode, binary mode and replay."""
+    _check(validator, event)
+    if not is_uri_reference(event["source"]):
+        raise Rejected(
+            ErrorClass.SCHEMA,
+            f"source: must be a URI-reference (RFC 3986: no spaces or control characters, "
+            f"% followed by two hex digits, one #), got {show(event['source'])}",
+        )
 
 
 def _as_json_object(obj: Any) -> dict[str, Any]:

@@ -402,13 +402,24 @@ def test_real_dates_at_the_edges_of_the_range_are_accepted(edge: str) -> None:
     "text",
     ["😀 Cluster", "\u202eevil\u202c", "\u200fשלום\u200e", "👩‍👩‍👧‍👦", "cafe\u0301", "\x1b[31m"],
 )
-@pytest.mark.parametrize("field", [("id",), ("source",), ("data", "interview_id")])
+@pytest.mark.parametrize("field", [("id",), ("data", "interview_id")])
 def test_odd_unicode_in_ids_is_accepted_and_kept_exactly(text: str, field: tuple[str, ...]) -> None:
     event = replaced(b.cancelled(DAY, "iv-1"), field, text)
     for record in (structured(event), binary(event)):
         item = decoded(record)
         assert item.event is not None, item.rejected
         assert item.event.raw == event
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["😀 Cluster", "\u202eevil\u202c", "\u200fשלום\u200e", "👩‍👩‍👧‍👦", "cafe\u0301", "\x1b[31m"],
+)
+def test_odd_unicode_in_the_source_is_refused_in_either_mode(text: str) -> None:
+    """`source` is a URI-reference: non-ASCII text must come percent-encoded."""
+    event = replaced(b.cancelled(DAY, "iv-1"), ("source",), text)
+    assert rejected_class(structured(event)) is ErrorClass.SCHEMA
+    assert rejected_class(binary(event)) is ErrorClass.SCHEMA
 
 
 @pytest.mark.parametrize(
@@ -442,7 +453,9 @@ def test_deep_nesting_anywhere_is_a_decode_error(depth: int) -> None:
 
 
 def test_nesting_within_the_limit_is_accepted_and_kept() -> None:
-    event = {**b.withdrawn(DAY), "ext": json.loads(to_bytes(DEEP.format(50)))}
+    event = replaced(
+        b.withdrawn(DAY), ("data", "portal_ref"), json.loads(to_bytes(DEEP.format(50)))
+    )
     item = decoded(structured(event))
     assert item.event is not None
     assert item.event.raw == event

@@ -41,7 +41,9 @@ from workflows.store.tables import (
 SERVICE = "/gocluster/membership"
 PORTAL = "/go-cluster/portal"
 ECEI = "/ecei/benchmarking"
-START = datetime(2026, 1, 1, tzinfo=UTC)
+# The service clock: after every event of this file's stories (the latest is of 2027-10),
+# so that none lies beyond max_clock_skew ahead of it (tests/test_service_clock.py).
+START = datetime(2028, 7, 1, tzinfo=UTC)
 SAMPLE = Path(workflows.__file__).parent / "samples" / "cluster_automotive.jsonl"
 
 
@@ -184,8 +186,9 @@ def dlq(engine: Engine) -> list[dict[str, Any]]:
 
 
 def summary(payload: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
-    """(type, time, data without cause_id): what a downstream reader acts on."""
-    data = {k: v for k, v in payload["data"].items() if k not in ("cluster_id", "cause_id")}
+    """(type, time, data without its cause): what a downstream reader acts on."""
+    cause = ("cluster_id", "cause_id", "cause_source")
+    data = {k: v for k, v in payload["data"].items() if k not in cause}
     return payload["type"].removeprefix("gocluster."), payload["time"], data
 
 
@@ -656,7 +659,7 @@ def test_fire_due_timers_fires_each_timer_exactly_once(
 def test_fire_due_timers_defaults_to_the_clock_and_respects_the_cluster_limit(
     db_engine: Engine, policy: Policy
 ) -> None:
-    clock = FixedClock(START)
+    clock = FixedClock(datetime(2026, 1, 1, tzinfo=UTC))  # after the story, before its timers
     workflow = Workflow(db_engine, policy, clock, SERVICE)
     workflow.apply_batch(lines(story("cluster-a") + story("cluster-b")))
     assert workflow.fire_due_timers().timers_fired == 0

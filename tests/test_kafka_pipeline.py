@@ -103,12 +103,22 @@ def test_sample_story_flows_from_input_topics_to_output_topics_and_tick_fires_de
             ids.output_id(submitted, 0): (
                 "gocluster.membership.changed",
                 "2025-05-12T09:30:00+02:00",
-                {"from": None, "to": "applied", "cause_id": "portal-2025-0412"},
+                {
+                    "from": None,
+                    "to": "applied",
+                    "cause_id": "portal-2025-0412",
+                    "cause_source": PORTAL,
+                },
             ),
             ids.output_id(assessed, 0): (
                 "gocluster.membership.changed",
                 "2025-09-04T00:00:00+02:00",
-                {"from": "applied", "to": "admitted", "cause_id": "portal-2025-0977"},
+                {
+                    "from": "applied",
+                    "to": "admitted",
+                    "cause_id": "portal-2025-0977",
+                    "cause_source": PORTAL,
+                },
             ),
             ids.output_id(completed, 0): (
                 "gocluster.label.awarded",
@@ -120,6 +130,7 @@ def test_sample_story_flows_from_input_topics_to_output_topics_and_tick_fires_de
                     "interview_id": "ecei-bm-2025-117",
                     "renewal": False,
                     "cause_id": "bm-2025-1342",
+                    "cause_source": ECEI,
                 },
             ),
         }

@@ -35,11 +35,17 @@ class FailingTimers(Workflow):
         self.errors = errors
         self.calls = 0
 
-    def fire_due_timers(self, until: datetime | None = None, limit: int = 200) -> BatchResult:
+    def fire_due_timers(
+        self,
+        until: datetime | None = None,
+        limit: int = 200,
+        *,
+        allow_late_results: bool = False,
+    ) -> BatchResult:
         self.calls += 1
         if self.errors:
             raise self.errors.pop(0)
-        return super().fire_due_timers(until, limit)
+        return super().fire_due_timers(until, limit, allow_late_results=allow_late_results)
 
 
 def _service(

@@ -17,6 +17,8 @@ from schemas.messages import OutputType
 from tests.builders import (
     BERLIN,
     CLUSTER,
+    INTERVIEWS,
+    PORTAL,
     assessed,
     benchmarking_result,
     bronze,
@@ -51,6 +53,7 @@ from workflows.membership import allows
 from workflows.policy import Policy, load_policy
 
 POLICY = load_policy()
+SERVICE = "/gocluster/membership"
 ADMITTED = date(2025, 9, 4)  # the seed story
 BRONZE_DUE = date(2026, 3, 4)
 SILVER_DUE = date(2027, 9, 4)
@@ -65,7 +68,7 @@ class Member:
     """One cluster driven through the Decider the way the engine drives it."""
 
     def __init__(self, policy: Policy = POLICY, cluster_id: str = CLUSTER) -> None:
-        self.decider = Decider(policy)
+        self.decider = Decider(policy, SERVICE)
         self.cluster = Cluster(cluster_id)
         self.machine = self.decider.machine(self.cluster)
         self.steps: list[Step] = []
@@ -138,6 +141,7 @@ def test_a_first_submission_moves_from_nothing_to_applied_at_the_event_time() ->
         "from": None,
         "to": "applied",
         "cause_id": "portal-2025-0412",
+        "cause_source": PORTAL,
     }
     assert change.time == at
     assert step.history[0].from_state is None
@@ -378,6 +382,7 @@ def test_a_passing_benchmarking_awards_bronze_for_24_months_at_the_start_of_the_
         "interview_id": "ecei-bm-2025-117",
         "renewal": False,
         "cause_id": step.cause_id,
+        "cause_source": INTERVIEWS,
     }
     assert member.obligation(ObligationKind.BRONZE_INTERVIEW).status is ObligationStatus.MET
     assert member.obligation(ObligationKind.SILVER_LABEL).status is ObligationStatus.OPEN
@@ -475,6 +480,7 @@ def test_a_renewal_while_valid_extends_by_36_months_and_supersedes_without_expir
             "level": "bronze",
             "expired_on": "2030-11-21",
             "cause_id": member.steps[-1].cause_id,
+            "cause_source": SERVICE,
         }
     ]
     assert first["valid_until"] == "2027-11-20"
@@ -812,6 +818,7 @@ def test_a_member_still_in_breach_after_the_policy_months_is_excluded() -> None:
             "obligation": "bronze_interview",
             "due_on": "2026-03-04",
             "cause_id": breach_step.cause_id,
+            "cause_source": SERVICE,
         }
     ]
     assert breach_step.outputs[0].time == breach_at

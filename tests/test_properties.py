@@ -74,7 +74,7 @@ MEETS = {
     "silver_label": {"silver", "gold"},
     "label_renewal": {"silver", "gold"},
 }
-EFFECTIVE = Decider(POLICY)  # effective time does not depend on the policy's numbers
+EFFECTIVE = Decider(POLICY, SERVICE)  # effective time does not depend on the policy's numbers
 
 PROPERTY = settings(
     deadline=None,
@@ -502,7 +502,7 @@ def test_redelivered_events_change_nothing_in_the_outputs(
 @given(story=stories())
 def test_the_statechart_never_reaches_an_impossible_state_after_any_step(story: Story) -> None:
     """(g) in memory: after every event and every fired timer, not only per batch."""
-    decider = Decider(story.policy)
+    decider = Decider(story.policy, SERVICE)
     by_cluster: dict[str, Cluster] = {}
     steps: list[Step] = []
     for raw in story.events:

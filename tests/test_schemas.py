@@ -101,18 +101,21 @@ OUTPUT_DATA: dict[str, dict[str, Any]] = {
         "interview_id": "iv-1",
         "renewal": False,
         "cause_id": "evt-9",
+        "cause_source": "/go-cluster/portal",
     },
     OutputType.LABEL_EXPIRED: {
         "cluster_id": CLUSTER,
         "level": "silver",
         "expired_on": "2027-04-01",
         "cause_id": "timer:label-expiry:cluster-42.a_b:silver",
+        "cause_source": "/gocluster/membership",
     },
     OutputType.DEADLINE_BREACHED: {
         "cluster_id": CLUSTER,
         "obligation": "bronze_interview",
         "due_on": "2025-08-28",
         "cause_id": "timer-1",
+        "cause_source": "/gocluster/membership",
     },
     OutputType.DEADLINE_APPROACHING: {
         "cluster_id": CLUSTER,
@@ -120,12 +123,14 @@ OUTPUT_DATA: dict[str, dict[str, Any]] = {
         "due_on": "2027-04-01",
         "days_left": 30,
         "cause_id": "timer-2",
+        "cause_source": "/gocluster/membership",
     },
     OutputType.MEMBERSHIP_CHANGED: {
         "cluster_id": CLUSTER,
         "from": None,
         "to": "applied",
         "cause_id": "evt-1",
+        "cause_source": "/go-cluster/portal",
     },
 }
 

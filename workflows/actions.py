@@ -34,6 +34,7 @@ class Step:
     cluster_id: str
     cause_key: str  # unique per cause; seeds the output ids
     cause_id: str  # what output events cite as `cause_id`
+    cause_source: str  # and as `cause_source`: (source, id) identify the cause
     cause_type: str
     at: datetime  # effective time
     outputs: list[Output] = field(default_factory=list)
@@ -42,7 +43,12 @@ class Step:
 
     def emit(self, kind: OutputType, time: datetime, **data: object) -> None:
         event_id = ids.output_id(self.cause_key, len(self.outputs))
-        payload = {"cluster_id": self.cluster_id, **data, "cause_id": self.cause_id}
+        payload = {
+            "cluster_id": self.cluster_id,
+            **data,
+            "cause_id": self.cause_id,
+            "cause_source": self.cause_source,
+        }
         self.outputs.append(Output(event_id, kind, self.cluster_id, time, payload))
 
     def note(self, text: str) -> None:

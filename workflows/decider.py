@@ -8,6 +8,7 @@ statechart does the rest. No I/O: the engine persists what comes out.
 from __future__ import annotations
 
 import copy
+import functools
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -92,8 +93,10 @@ class Refuse:
 
 
 class Decider:
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, service_source: str) -> None:
         self.policy = policy
+        # Timers are the service's own causes: their outputs cite (service source, timer id).
+        self.service_source = service_source
         self.actions = Actions(policy)
         self._local = threading.local()
 
@@ -113,8 +116,21 @@ class Decider:
             return start_of_day(data.held_on, self.policy.zone)
         return event.time
 
-    def check(self, cluster: Cluster, event: InputEvent) -> Park | Refuse | None:
-        """None if the event applies in the current state; else whether it waits or never can."""
+    def check(
+        self, cluster: Cluster, event: InputEvent, now: datetime | None = None
+    ) -> Park | Refuse | None:
+        """None if the event applies in the current state; else whether it waits or never can.
+
+        `now` is the service clock: an event effective more than max_clock_skew after
+        it waits for the clock, whatever the state, since applying it would fire the
+        cluster's timers up to its date.
+        """
+        if now is not None and self.is_future(event, now):
+            return Park(
+                f"effective {self.effective_time(event).isoformat()}, more than "
+                f"max_clock_skew ({self.policy.max_clock_skew}) after the service clock "
+                f"({now.isoformat()})"
+            )
         current = self._state_when_applied(cluster, event)
         if allows(current, _MACHINE_EVENT[event.type]):
             return None
@@ -123,17 +139,24 @@ class Decider:
             return Park(f"{event.type} waits for the cluster's admission (now {state})")
         return Refuse(f"{event.type} is not possible while cluster {cluster.cluster_id} is {state}")
 
+    def is_future(self, event: InputEvent, now: datetime) -> bool:
+        return self.effective_time(event) > now + self.policy.max_clock_skew
+
+    @staticmethod
+    def releasable_types(state: str) -> frozenset[str]:
+        """The input types that do not wait in `state` (they apply or are refused there):
+        which parked events a cluster in `state` may release."""
+        return _releasable_types(state)
+
     def _state_when_applied(self, cluster: Cluster, event: InputEvent) -> str:
         """The state the event will meet once the timers due by its effective time fired.
 
-        Fix (tests/test_membership.py, tests/test_properties.py): `check` used the
-        state before those timers, but the caller fires them between `check` and
-        `apply`; an exclusion among them (in_breach -> excluded) made `apply` raise
-        RuntimeError for an interview or withdrawal event (a poison record), and
-        refused a new submission that the exclusion makes possible. The timers are
-        fired on a throwaway copy, so `check` stays free of side effects. Only an
-        exclusion changes which input events are allowed (admitted and in_breach
-        allow the same ones), so without `exclude_after_breach_months` nothing is copied.
+        The caller fires those timers between `check` and `apply`, and an exclusion
+        among them (in_breach -> excluded) changes which events are possible. The
+        timers are fired on a throwaway copy, so `check` stays free of side effects.
+        Only an exclusion changes which input events are allowed (admitted and
+        in_breach allow the same ones), so without `exclude_after_breach_months`
+        nothing is copied.
         """
         if self.policy.exclude_after_breach_months is None:
             return cluster.state
@@ -151,6 +174,7 @@ class Decider:
             cluster.cluster_id,
             ids.event_key(event.source, event.id),
             event.id,
+            event.source,
             event.type.value,
             self.effective_time(event),
         )
@@ -166,15 +190,28 @@ class Decider:
         cluster.changed = True
         return step
 
-    def fire_due(self, cluster: Cluster, machine: MembershipMachine, until: datetime) -> list[Step]:
-        """Fire, in order, every pending timer due at or before `until`.
+    def fire_due(
+        self,
+        cluster: Cluster,
+        machine: MembershipMachine,
+        until: datetime,
+        *,
+        breaches_until: datetime | None = None,
+    ) -> list[Step]:
+        """Fire, in order, every pending timer due at or before `until`; breaches only
+        up to `breaches_until` where it is given (the wall clock's late-result allowance).
 
         A fired timer may set new ones (a label_renewal obligation's reminders),
         so the pending set is re-read after each.
         """
+        breach_edge = until if breaches_until is None else breaches_until
+
+        def is_due(timer: Timer) -> bool:
+            return timer.due_at <= (breach_edge if timer.kind is TimerKind.BREACH else until)
+
         steps: list[Step] = []
         for _ in range(MAX_TIMERS_PER_STEP):
-            due = next((t for t in cluster.pending_timers() if t.due_at <= until), None)
+            due = next((t for t in cluster.pending_timers() if is_due(t)), None)
             if due is None:
                 return steps
             steps.append(self.fire(cluster, machine, due))
@@ -185,7 +222,12 @@ class Decider:
         timer.touch()
         cluster.changed = True
         step = Step(
-            cluster.cluster_id, timer.timer_id, timer.timer_id, f"timer.{timer.kind}", timer.due_at
+            cluster.cluster_id,
+            timer.timer_id,
+            timer.timer_id,
+            self.service_source,
+            f"timer.{timer.kind}",
+            timer.due_at,
         )
         kwargs: dict[str, Any] = {"step": step}
         if timer.kind is TimerKind.LABEL_EXPIRY:
@@ -247,3 +289,13 @@ class Decider:
             )
         )
         return step
+
+
+@functools.cache
+def _releasable_types(state: str) -> frozenset[str]:
+    member_state = MemberState(state)
+    return frozenset(
+        kind.value
+        for kind, name in _MACHINE_EVENT.items()
+        if allows(state, name) or member_state not in _PARK_WHILE.get(kind, frozenset())
+    )

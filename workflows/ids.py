@@ -7,19 +7,31 @@ deduplicate on them.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import date, datetime
 
 _NAMESPACE = uuid.UUID("5d1f3c2e-7a0b-4f7e-9a51-2c6b1e0d9f41")
+_SEPARATOR = "\x1f"
 
 
 def _name(*parts: object) -> str:
-    return str(uuid.uuid5(_NAMESPACE, "\x1f".join(str(p) for p in parts)))
+    return str(uuid.uuid5(_NAMESPACE, _SEPARATOR.join(str(p) for p in parts)))
 
 
 def event_key(source: str, event_id: str) -> str:
-    """An input event is identified by (source, id)."""
-    return f"{source}\x1f{event_id}"
+    """An input event is identified by (source, id): one key per pair, never shared.
+
+    `source` and `id` joined by the unit separator is the form every deployed
+    output id derives from, and it is unambiguous while neither part contains
+    the separator. When one does, the key is the JSON array `[source, id]`
+    instead: JSON escapes control characters, so that form never contains the
+    separator, while the first form always contains it exactly once; the two
+    forms never meet, and each is injective on its own.
+    """
+    if _SEPARATOR in source or _SEPARATOR in event_id:
+        return json.dumps([source, event_id])
+    return f"{source}{_SEPARATOR}{event_id}"
 
 
 def output_id(cause_key: str, index: int) -> str:

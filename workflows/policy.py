@@ -71,6 +71,10 @@ class Policy(_Strict):
     reminder_days_before: tuple[int, ...] = Field(max_length=10)
     exclude_after_breach_months: int | None = Field(default=None, ge=1, le=240)
     park_ttl: timedelta
+    # CONTRACT.md section 4, the service clock: how far ahead of it an event may lie
+    # and still apply at once, and how long the wall clock holds a breach back.
+    max_clock_skew: timedelta = timedelta(hours=1)
+    late_result_allowance: timedelta = timedelta(days=7)
 
     @field_validator("time_zone")
     @classmethod
@@ -93,6 +97,13 @@ class Policy(_Strict):
     def _positive_ttl(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise ValueError("park_ttl must be positive")
+        return value
+
+    @field_validator("max_clock_skew", "late_result_allowance")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError("must not be negative")
         return value
 
     @cached_property

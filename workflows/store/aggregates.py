@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, String, bindparam, func, insert, select, update
+from sqlalchemy import Connection, String, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from schemas.messages import Level
@@ -290,11 +290,20 @@ def _mark_clean(cluster: Cluster) -> None:
     cluster.obligations = [o for o in cluster.obligations if o.status in ACTIVE_OBLIGATION]
 
 
-def due_clusters(conn: Connection, until: datetime, limit: int) -> list[str]:
-    """Clusters with a pending timer due by `until`, earliest first."""
+def due_clusters(
+    conn: Connection, until: datetime, limit: int, breaches_until: datetime | None = None
+) -> list[str]:
+    """Clusters with a pending timer due by `until` (a breach: by `breaches_until` where
+    given), earliest first."""
+    due = timers.c.due_at <= until
+    if breaches_until is not None:
+        due = and_(
+            due,
+            or_(timers.c.kind != TimerKind.BREACH.value, timers.c.due_at <= breaches_until),
+        )
     query = (
         select(timers.c.cluster_id)
-        .where(timers.c.status == TimerStatus.PENDING.value, timers.c.due_at <= until)
+        .where(timers.c.status == TimerStatus.PENDING.value, due)
         .group_by(timers.c.cluster_id)
         .order_by(func.min(timers.c.due_at))
         .limit(limit)

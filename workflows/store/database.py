@@ -8,6 +8,7 @@ multi-instance backend.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,6 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 class SchemaOutOfDate(RuntimeError):
@@ -36,6 +35,7 @@ def normalise_url(url: str) -> str:
 def create_db_engine(url: str, **kwargs: Any) -> Engine:
     url = normalise_url(url)
     if make_url(url).get_backend_name() == "sqlite":
+        _create_private(make_url(url).database)
         engine = create_engine(url, **kwargs)
         _sqlite_pragmas(engine)
         return engine
@@ -44,21 +44,36 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
+def _create_private(database: str | None) -> None:
+    """The database file holds every event producers sent: readable by its owner only,
+    whatever the umask. SQLite gives its -wal and -shm files the same mode. An existing
+    file keeps the mode its operator gave it."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        fd = os.open(database, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except OSError:  # it exists, or its folder does not: SQLite names the problem at connect
+        return
+    os.close(fd)
+
+
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+# SQLite's PRAGMA takes no bound parameters: these are literals. A writer waits up to
+# 30 s for the lock another writer holds.
 _WRITER_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
-    f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+    "PRAGMA busy_timeout=30000",
     "PRAGMA foreign_keys=ON",
 )
-_READER_PRAGMAS = (f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}", "PRAGMA query_only=ON")
+_READER_PRAGMAS = ("PRAGMA busy_timeout=30000", "PRAGMA query_only=ON")
 
 
 def _sqlite_pragmas(
-    engine: Engine, pragmas: tuple[str, ...] = _WRITER_PRAGMAS, begin: str = "BEGIN IMMEDIATE"
+    engine: Engine, pragmas: tuple[str, ...] = _WRITER_PRAGMAS, *, immediate: bool = True
 ) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -70,7 +85,10 @@ def _sqlite_pragmas(
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql(begin)
+        if immediate:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN DEFERRED")
 
 
 def _alembic_config(engine: Engine) -> Config:
@@ -137,7 +155,7 @@ def create_read_engine(url: str) -> Engine:
                 f"no SQLite database at {path}: `gocluster run` or `replay` creates it"
             )
         engine = create_engine(url)
-        _sqlite_pragmas(engine, _READER_PRAGMAS, "BEGIN DEFERRED")
+        _sqlite_pragmas(engine, _READER_PRAGMAS, immediate=False)
         return engine
     return create_engine(
         url,

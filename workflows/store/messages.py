@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select, update
 
 from workflows.store.aggregates import StaleAggregate
-from workflows.store.tables import inbox, outbox, parked
+from workflows.store.tables import inbox, outbox, parked, parked_wakeups
 
 IN_CLAUSE_CHUNK = 500  # keeps parameter counts well under every backend's limit
 
@@ -121,6 +121,7 @@ class ParkedEvent:
     parked_at: datetime
     event: dict[str, Any]
     origin: dict[str, Any]
+    event_type: str | None = None  # None: parked before types were stored
     decoded: Any = None  # the validated event, once a batch has decoded it (not stored)
 
 
@@ -137,11 +138,91 @@ def expired_parked(conn: Connection, parked_before: datetime, limit: int) -> lis
     query = (
         select(parked)
         .where(parked.c.parked_at <= parked_before)
-        .order_by(parked.c.id)
+        .order_by(parked.c.parked_at, parked.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     return [_parked(row) for row in conn.execute(query).mappings()]
+
+
+def with_parked(conn: Connection, cluster_ids: Sequence[str]) -> set[str]:
+    """Which of these clusters have parked events (most have none: no release to look for)."""
+    found: set[str] = set()
+    for chunk in _chunks(sorted(set(cluster_ids))):
+        query = select(parked.c.cluster_id).where(parked.c.cluster_id.in_(list(chunk))).distinct()
+        found.update(conn.execute(query).scalars())
+    return found
+
+
+def releasable(
+    conn: Connection,
+    cluster_id: str,
+    event_types: Iterable[str],
+    effective_until: datetime,
+    limit: int,
+    skip: Sequence[int] = (),
+) -> list[ParkedEvent]:
+    """One cluster's parked events of these types, effective by `effective_until`, in
+    effective-time order: the ones its state may release, the first `limit` of them."""
+    query = (
+        select(parked)
+        .where(
+            parked.c.cluster_id == cluster_id,
+            parked.c.effective_at <= effective_until,
+            or_(parked.c.event_type.in_(sorted(event_types)), parked.c.event_type.is_(None)),
+        )
+        .order_by(parked.c.effective_at, parked.c.id)
+        .limit(limit)
+    )
+    if skip:
+        query = query.where(parked.c.id.not_in(list(skip)))
+    return [_parked(row) for row in conn.execute(query).mappings()]
+
+
+# -- wake-ups of parked events -------------------------------------------------
+
+
+def wakeups(conn: Connection, cluster_ids: Sequence[str]) -> dict[str, datetime]:
+    found: dict[str, datetime] = {}
+    for chunk in _chunks(sorted(set(cluster_ids))):
+        query = select(parked_wakeups).where(parked_wakeups.c.cluster_id.in_(list(chunk)))
+        found.update((row.cluster_id, row.wake_at) for row in conn.execute(query))
+    return found
+
+
+def due_wakeups(conn: Connection, until: datetime, limit: int) -> list[str]:
+    """Clusters whose parked events are due a look by `until`, earliest first."""
+    query = (
+        select(parked_wakeups.c.cluster_id)
+        .where(parked_wakeups.c.wake_at <= until)
+        .order_by(parked_wakeups.c.wake_at, parked_wakeups.c.cluster_id)
+        .limit(limit)
+    )
+    return list(conn.execute(query).scalars())
+
+
+def earliest_beyond(
+    conn: Connection, cluster_ids: Sequence[str], edge: datetime
+) -> dict[str, datetime]:
+    """Per cluster, the earliest effective time of a parked event beyond `edge`."""
+    found: dict[str, datetime] = {}
+    for chunk in _chunks(sorted(set(cluster_ids))):
+        query = (
+            select(parked.c.cluster_id, func.min(parked.c.effective_at))
+            .where(parked.c.cluster_id.in_(list(chunk)), parked.c.effective_at > edge)
+            .group_by(parked.c.cluster_id)
+        )
+        found.update((cluster_id, at) for cluster_id, at in conn.execute(query))
+    return found
+
+
+def set_wakeups(conn: Connection, wake: dict[str, datetime | None]) -> None:
+    """Replace these clusters' wake-ups; None removes one."""
+    for chunk in _chunks(sorted(wake)):
+        conn.execute(delete(parked_wakeups).where(parked_wakeups.c.cluster_id.in_(list(chunk))))
+    rows = [{"cluster_id": c, "wake_at": at} for c, at in sorted(wake.items()) if at is not None]
+    if rows:
+        conn.execute(insert(parked_wakeups), rows)
 
 
 def _parked(row: Any) -> ParkedEvent:
@@ -154,6 +235,7 @@ def _parked(row: Any) -> ParkedEvent:
         row["parked_at"],
         row["event"],
         row["origin"],
+        row["event_type"],
     )
 
 
@@ -170,6 +252,7 @@ def park(conn: Connection, events: Sequence[ParkedEvent]) -> None:
                     "parked_at": p.parked_at,
                     "event": p.event,
                     "origin": p.origin,
+                    "event_type": p.event_type,
                 }
                 for p in events
             ],

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from workflows.aggregate import TimerKind
 from workflows.store.tables import clusters, history, labels, obligations, outbox, parked, timers
 
 
@@ -31,25 +32,41 @@ def cluster_view(conn: Connection, cluster_id: str) -> dict[str, Any] | None:
     }
 
 
-def backlog(conn: Connection, now: datetime) -> dict[str, Any]:
+def backlog(
+    conn: Connection, now: datetime, breach_allowance: timedelta = timedelta(0)
+) -> dict[str, Any]:
     """What waits, as numbers for the operator gauges: unsent outbox rows, parked events,
-    pending timers, and the oldest of each (the due time of the oldest timer due by `now`)."""
+    pending timers, and the oldest of each: since when the oldest timer could have fired
+    by `now`. A breach can fire only `breach_allowance` after its due time (the wall
+    clock's late_result_allowance), so it is not overdue before then."""
     unsent = conn.execute(
         select(func.count(), func.min(outbox.c.created_at)).where(outbox.c.sent_at.is_(None))
     ).one()
     waiting = conn.execute(select(func.count(), func.min(parked.c.parked_at))).one()
     pending = timers.c.status == "pending"
     timer_count = conn.execute(select(func.count()).where(pending)).scalar_one()
-    overdue_since = conn.execute(
-        select(func.min(timers.c.due_at)).where(pending, timers.c.due_at <= now)
+    breach = timers.c.kind == TimerKind.BREACH.value
+    other_since = conn.execute(
+        select(func.min(timers.c.due_at)).where(pending, ~breach, timers.c.due_at <= now)
     ).scalar_one()
+    breach_due = conn.execute(
+        select(func.min(timers.c.due_at)).where(
+            pending, breach, timers.c.due_at <= now - breach_allowance
+        )
+    ).scalar_one()
+    breach_since = _aware(breach_due)
+    fireable = [
+        _aware(other_since),
+        breach_since + breach_allowance if breach_since is not None else None,
+    ]
+    overdue_since = min((t for t in fireable if t is not None), default=None)
     return {
         "outbox_unsent": int(unsent[0]),
         "outbox_oldest": _aware(unsent[1]),
         "parked": int(waiting[0]),
         "parked_oldest": _aware(waiting[1]),
         "timers_pending": int(timer_count),
-        "timer_overdue_since": _aware(overdue_since),
+        "timer_overdue_since": overdue_since,
     }
 
 

@@ -158,4 +158,19 @@ parked = Table(
     Column("parked_at", UTCDateTime, nullable=False),
     Column("event", JSON, nullable=False),
     Column("origin", JSON, nullable=False),
+    # Which parked events a state may release is decided by type (NULL: parked before
+    # the column existed, always looked at); read in effective-time order per cluster.
+    Column("event_type", String(64)),
+    Index("ix_parked_cluster_id_effective_at", "cluster_id", "effective_at"),
+    Index("ix_parked_parked_at", "parked_at"),
+)
+
+# When to look at a cluster's parked events again without a change of its state:
+# the earliest effective time among those parked because they lay beyond the service
+# clock, or at once for a release that stopped at its per-transaction budget.
+parked_wakeups = Table(
+    "parked_wakeups",
+    metadata,
+    Column("cluster_id", String(64), primary_key=True),
+    Column("wake_at", UTCDateTime, nullable=False, index=True),
 )
