@@ -45,7 +45,7 @@ def build(
 ) -> App:
     settings = settings or Settings()
     policy = load_policy(settings.policy)
-    db = create_db_engine(settings.database_url)
+    db = create_db_engine(settings.database_url, limits=settings.session_limits())
     if migrate:
         ensure_schema(db)
     clock = clock or WallClock()

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from consumers import dlq as dlq_topic
-from consumers import offline, parked, service, show
+from consumers import offline, parked, retention_loop, service, show
 from consumers.bootstrap import build, build_office
 from consumers.broker_probe import unreachable
 from consumers.config import REDACTED, Settings
@@ -40,6 +40,7 @@ from workflows.store.database import (
     head_revision,
     upgrade,
 )
+from workflows.store.retention import prune as prune_rows
 
 
 class Instant(click.ParamType):  # type: ignore[type-arg]
@@ -224,7 +225,7 @@ def tick(now: datetime, publish: bool, publish_timeout: float) -> None:
     "only",
     multiple=True,
     type=click.Choice(sorted(service.LOOPS)),
-    help="Run only these loops (repeatable); default: all three.",
+    help="Run only these loops (repeatable); default: all of them.",
 )
 def run(clock_mode: str, create_topics: bool, partitions: int, only: tuple[str, ...]) -> None:
     """Consume, apply, publish and fire timers until SIGTERM/SIGINT."""
@@ -501,6 +502,26 @@ def _dlq_line(item: dict[str, Any]) -> str:
         f"{item['time'][:19]}Z  {item['error_class']:<18} {item['original']:<40} "
         f"key={item['key']}  {what}  {message}"
     )
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+def prune(dry_run: bool) -> None:
+    """Delete rows past their retention horizon (GOCLUSTER_RETENTION_*), in batches."""
+    configure_logging(sys.stderr)
+    warn_unknown_env()
+    app = _build()
+    horizons = app.settings.retention()
+    try:
+        deleted = prune_rows(
+            app.db, horizons, app.clock.now(), batch=app.settings.retention_batch, dry_run=dry_run
+        )
+    except SQLAlchemyError as exc:
+        raise database_problem(app.settings, exc) from None
+    finally:
+        app.close()
+    for line in retention_loop.report(deleted, horizons, dry_run=dry_run):
+        click.echo(line)
 
 
 def _build(**kwargs: Any) -> Any:

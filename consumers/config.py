@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +25,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from schemas.uri import is_uri_reference
+from workflows.store.database import SessionLimits
+from workflows.store.retention import Horizons
 
 __all__ = ["REDACTED", "SecurityProtocol", "Settings"]
 
@@ -51,6 +53,11 @@ _TOPIC_FIELDS = (
 _SECRET_FIELDS = ("kafka_sasl_password", "kafka_ssl_password", "http_token")
 # What the migrations and tests cover ("postgres" is an alias that normalise_url maps).
 _DATABASE_BACKENDS = frozenset({"sqlite", "postgresql", "postgres"})
+# Room in a DLQ record for the five error headers (error.message is at most 1000
+# characters) and the record batch framing, beyond the largest accepted input.
+DLQ_HEADROOM_BYTES = 65_536
+_LIMITS = SessionLimits()
+_RETENTION_FIELDS = ("retention_inbox", "retention_outbox", "retention_timers", "retention_history")
 
 
 class Settings(BaseSettings):
@@ -120,12 +127,43 @@ class Settings(BaseSettings):
     # and a fixed "today" for the office's views (default: the wall clock's date).
     http_token: SecretStr | None = Field(default=None, min_length=16)
     office_today: date | None = None
+    # Outbox relay leadership on PostgreSQL: a paused leader is replaced after this long.
+    relay_lease_s: float = Field(default=15.0, ge=1.0, le=3600.0)
+    # PostgreSQL session limits (workflows/store/database.py SessionLimits); 0 is off.
+    db_lock_timeout_ms: int = Field(default=_LIMITS.lock_timeout_ms, ge=0)
+    db_idle_in_transaction_timeout_ms: int = Field(
+        default=_LIMITS.idle_in_transaction_timeout_ms, ge=0
+    )
+    db_keepalives_idle_s: int = Field(default=_LIMITS.keepalives_idle_s, gt=0)
+    db_keepalives_interval_s: int = Field(default=_LIMITS.keepalives_interval_s, gt=0)
+    db_keepalives_count: int = Field(default=_LIMITS.keepalives_count, gt=0)
+    # Retention horizons (ISO 8601 durations; "keep" keeps for ever). The inbox keeps
+    # 30 days: beyond Kafka's default 7-day retention (a group reset re-reads that far)
+    # plus a park TTL and a DLQ topic's 7 days before an operator's redrive.
+    retention_inbox: timedelta | None = timedelta(days=30)
+    retention_outbox: timedelta | None = timedelta(days=7)
+    retention_timers: timedelta | None = timedelta(days=30)
+    retention_history: timedelta | None = None  # the audit trail
+    retention_interval_s: float = Field(default=600.0, gt=0)
+    retention_batch: int = Field(default=1000, gt=0, le=100_000)
 
     @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         # Operators write "sasl_ssl" as often as "SASL_SSL"; both mean the same.
         return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator(*_RETENTION_FIELDS, mode="before")
+    @classmethod
+    def _keep(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() == "keep" else value
+
+    @field_validator(*_RETENTION_FIELDS)
+    @classmethod
+    def _not_negative(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value < timedelta(0):
+            raise ValueError("a retention horizon cannot be negative")
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -301,7 +339,11 @@ class Settings(BaseSettings):
         }
 
     def producer_config(self) -> dict[str, Any]:
-        """Idempotent, fully acknowledged: the outbox marks a row sent only once it is durable."""
+        """Idempotent, fully acknowledged: the outbox marks a row sent only once it is durable.
+
+        Records up to the DLQ topic's size may be sent: a rejected input of the
+        largest accepted size goes to the DLQ unchanged.
+        """
         return self._common_config() | {
             "acks": "all",
             "enable_idempotence": True,
@@ -309,7 +351,39 @@ class Settings(BaseSettings):
             "retries": 2_147_483_647,
             "max_in_flight_requests_per_connection": 5,
             "delivery_timeout_ms": 120_000,
+            "max_request_size": self.dlq_max_message_bytes,
         }
+
+    @property
+    def dlq_max_message_bytes(self) -> int:
+        """The DLQ topic's `max.message.bytes`: the largest accepted input plus DLQ headers.
+
+        At least Kafka's default 1 MiB plus headers, even with a smaller
+        GOCLUSTER_MAX_RECORD_BYTES: a record over our limit but within the input
+        topic's is rejected as `decode`, and its DLQ copy should still fit.
+        """
+        return max(1_048_576, self.max_record_bytes) + DLQ_HEADROOM_BYTES
+
+    def topic_configs(self) -> dict[str, dict[str, str]]:
+        """Topic settings `gocluster run --create-topics` gives the topics it creates."""
+        return {self.topic_dlq: {"max.message.bytes": str(self.dlq_max_message_bytes)}}
+
+    def session_limits(self) -> SessionLimits:
+        return SessionLimits(
+            lock_timeout_ms=self.db_lock_timeout_ms,
+            idle_in_transaction_timeout_ms=self.db_idle_in_transaction_timeout_ms,
+            keepalives_idle_s=self.db_keepalives_idle_s,
+            keepalives_interval_s=self.db_keepalives_interval_s,
+            keepalives_count=self.db_keepalives_count,
+        )
+
+    def retention(self) -> Horizons:
+        return Horizons(
+            inbox=self.retention_inbox,
+            outbox=self.retention_outbox,
+            timers=self.retention_timers,
+            history=self.retention_history,
+        )
 
     def admin_config(self) -> dict[str, Any]:
         return self._common_config()

@@ -5,6 +5,10 @@ committed, so a crash at any point re-delivers at most what the inbox then
 recognises as duplicates. Nothing blocking runs in rebalance callbacks: a
 batch is applied and committed before the next poll, so a revoked partition
 never has work in hand.
+
+The database also keeps each partition's progress (workflows/store/progress.py):
+a newly assigned partition resumes at that progress when Kafka's committed
+offset lags behind it, and a batch skips what another member already applied.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from consumers.retry import Backoff
 from schemas.errors import ErrorClass, Rejected
 from schemas.validate import parse_event
 from workflows.engine import BatchResult, Inbound, Workflow
+from workflows.store import progress
 
 log = structlog.get_logger("gocluster.consumer")
 
@@ -61,6 +66,34 @@ class _LogAssignments(ConsumerRebalanceListener):  # type: ignore[misc]
         log.info("partitions assigned", partitions=_names(assigned))
 
 
+class _NewAssignments(_LogAssignments):
+    """Partitions assigned since the consumer last looked. The callbacks may run on the
+    client's own thread, so they only record; the consumer does the work after poll()."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._new: set[TopicPartition] = set()
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        super().on_partitions_revoked(revoked)
+        with self._lock:
+            self._new.difference_update(revoked)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        super().on_partitions_assigned(assigned)
+        with self._lock:
+            self._new.update(assigned)
+
+    def take(self) -> set[TopicPartition]:
+        with self._lock:
+            taken, self._new = self._new, set()
+        return taken
+
+    def again(self, partitions: set[TopicPartition]) -> None:
+        with self._lock:
+            self._new.update(partitions)
+
+
 def _names(partitions: Any) -> list[str]:
     return sorted(f"{tp.topic}/{tp.partition}" for tp in partitions)
 
@@ -92,12 +125,13 @@ class EventConsumer:
         self.poll_timeout_ms = poll_timeout_ms
         self.consumer: KafkaConsumer | None = None
         self.backoff = Backoff()
+        self.assignments = _NewAssignments()
 
     def connect(self) -> bool:
         while not self.stop.is_set():
             try:
                 self.consumer = KafkaConsumer(**self.config)
-                self.consumer.subscribe(self.topics, listener=_LogAssignments())
+                self.consumer.subscribe(self.topics, listener=self.assignments)
                 log.info(
                     "consumer subscribed", topics=self.topics, group_id=self.config.get("group_id")
                 )
@@ -140,6 +174,8 @@ class EventConsumer:
         polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms)
         if self.on_poll is not None:
             self.on_poll(self.consumer.group_metadata().state, len(self.consumer.assignment()))
+        if fresh := self.assignments.take():
+            polled = self._resume_at_progress(fresh, polled)
         records = [r for batch in polled.values() for r in batch]
         if not records:
             return 0
@@ -170,6 +206,73 @@ class EventConsumer:
     def _beat(self) -> None:
         if self.progress is not None:
             self.progress.beat()
+
+    def _resume_at_progress(
+        self, fresh: set[TopicPartition], polled: dict[TopicPartition, list[Any]]
+    ) -> dict[TopicPartition, list[Any]]:
+        """Newly assigned partitions start at the database's progress when Kafka's
+        committed offset lags behind it (a failed commit, a crash between the two).
+
+        Until their progress is known nothing of them is applied: on an error they
+        go back to their first polled offset and are looked at again next round.
+        """
+        assert self.consumer is not None
+        try:
+            return self._skip_applied(sorted(fresh), polled)
+        except (SQLAlchemyError, KafkaError) as exc:
+            delay = self.backoff.next_delay()
+            log.warning(
+                "could not read partition progress; retrying",
+                error=_short(exc),
+                retry_in_s=round(delay, 1),
+            )
+            self.assignments.again(fresh)
+            self._rewind({tp: batch for tp, batch in polled.items() if tp in fresh})
+            self.stop.wait(delay)
+            return {tp: batch for tp, batch in polled.items() if tp not in fresh}
+
+    def _skip_applied(
+        self, fresh: list[TopicPartition], polled: dict[TopicPartition, list[Any]]
+    ) -> dict[TopicPartition, list[Any]]:
+        assert self.consumer is not None
+        with self.workflow.db.connect() as conn:
+            stored = progress.next_offsets(conn, [(tp.topic, tp.partition) for tp in fresh])
+        ends = self.consumer.end_offsets(fresh) if stored else {}
+        kept = dict(polled)
+        for tp in fresh:
+            done = stored.get((tp.topic, tp.partition))
+            if done is None:
+                continue
+            if done > ends.get(tp, done):
+                self._forget_progress(tp, done, ends[tp])
+                continue
+            batch = kept.pop(tp, [])
+            start = batch[0].offset if batch else self.consumer.position(tp) or 0
+            if done > start:
+                log.info(
+                    "partition resumed at the database's progress",
+                    partition=f"{tp.topic}/{tp.partition}",
+                    committed=start,
+                    progress=done,
+                )
+            left = [r for r in batch if r.offset >= done]
+            if left:
+                kept[tp] = left
+            elif done > start:
+                self.consumer.seek(tp, done)
+        return kept
+
+    def _forget_progress(self, tp: TopicPartition, done: int, end: int) -> None:
+        """Progress past the partition's end: the topic was deleted and created again."""
+        log.warning(
+            "partition progress is past the end of the partition; the topic was recreated, "
+            "so its progress starts again",
+            partition=f"{tp.topic}/{tp.partition}",
+            progress=done,
+            end_offset=end,
+        )
+        with self.workflow.db.begin() as conn:
+            progress.rewind(conn, (tp.topic, tp.partition), 0, self.workflow.clock.now())
 
     def _rewind(self, polled: dict[TopicPartition, list[Any]]) -> None:
         """Poll moved the position past records the database never saw: go back."""

@@ -20,17 +20,25 @@ _UNKNOWN_TOPIC = 3
 
 
 def create_topics(
-    admin_config: Mapping[str, Any], topics: Mapping[str, int], replication: int = 1
+    admin_config: Mapping[str, Any],
+    topics: Mapping[str, int],
+    replication: int = 1,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[str]:
-    """Create each topic with its partition count; returns the names that were new.
+    """Create each topic with its partition count (and topic settings, by name); returns
+    the names that were new.
 
-    A topic that already exists is left as it is (its partition count is not
-    checked or changed); any other error is raised.
+    A topic that already exists is left as it is (its partition count and
+    settings are not checked or changed); any other error is raised.
     """
     if not topics:
         return []
     request = {
-        name: {"num_partitions": partitions, "replication_factor": replication}
+        name: {
+            "num_partitions": partitions,
+            "replication_factor": replication,
+            "configs": dict((configs or {}).get(name, {})),
+        }
         for name, partitions in topics.items()
     }
     admin = KafkaAdminClient(**admin_config)

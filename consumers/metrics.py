@@ -112,6 +112,11 @@ class Metrics:
         )
         self.build = Info("gocluster_build", "Version of gocluster and Python", registry=registry)
         self.build.info({"version": _version(), "python": platform.python_version()})
+        self.dlq_value_omitted = Counter(
+            "gocluster_dlq_value_omitted",
+            "DLQ records published without their value: the broker refused them for their size",
+            registry=self.registry,
+        )
 
     @classmethod
     @cache

@@ -5,25 +5,33 @@ decided) and sent with the idempotent producer, `acks=all`. Only the
 contiguous prefix of acknowledged rows is marked sent, so a failure never
 lets a later event of a cluster overtake an earlier one; what is re-sent
 after a crash carries the same event id. On PostgreSQL one relay at a time
-holds an advisory lock, so two instances never interleave.
+holds a lease (consumers/relay_leadership.py), so two instances never
+interleave and a paused leader is replaced.
+
+Rows the broker acknowledged but the database would not mark sent (read-only
+failover, full disk) are not published again: the relay keeps them in hand
+and retries only the marking, with backoff, so a failure episode costs no
+copies unless the lease moves meanwhile (then the new leader re-sends at most
+that one batch).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
-from sqlalchemy import Connection, Engine, text
+from kafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from consumers.health import LoopState
 from consumers.metrics import Metrics
 from consumers.records import STRUCTURED_HEADERS, RecordOrigin, dlq_record, structured_value
+from consumers.relay_leadership import Leadership, LostLease
 from consumers.retry import Backoff
 from workflows.dates import Clock
 from workflows.store import messages
@@ -31,48 +39,13 @@ from workflows.store.messages import OutboxRow
 
 log = structlog.get_logger("gocluster.relay")
 
-RELAY_LOCK_KEY = 0x60C1  # pg advisory lock id of the outbox relay
 FLUSH_TIMEOUT_S = 30.0
 RECREATE_AFTER_FAILURES = 2
-# kafka-python's max_request_size and Kafka's default message.max.bytes are ~1 MiB;
-# stay below them with room for the batch framing.
+# kafka-python's default max_request_size and Kafka's default message.max.bytes are
+# ~1 MiB; stay below them with room for the batch framing.
 MAX_PUBLISH_BYTES = 1_048_576 - 16_384
-
-
-class Leadership:
-    """PostgreSQL: hold a session advisory lock; SQLite: one process by construction."""
-
-    def __init__(self, db: Engine) -> None:
-        self.db = db
-        self.conn: Connection | None = None
-
-    def held(self) -> bool:
-        if self.db.dialect.name != "postgresql":
-            return True
-        try:
-            if self.conn is None:
-                self.conn = self.db.connect()
-                got = self.conn.execute(
-                    text("SELECT pg_try_advisory_lock(:k)"), {"k": RELAY_LOCK_KEY}
-                )
-                if not got.scalar_one():
-                    self.release()
-                    return False
-                self.conn.commit()
-                log.info("outbox relay leadership acquired")
-            self.conn.execute(text("SELECT 1"))
-            self.conn.commit()
-            return True
-        except SQLAlchemyError as exc:
-            log.warning("outbox relay lost its database session", error=str(exc).splitlines()[0])
-            self.release()
-            return False
-
-    def release(self) -> None:
-        if self.conn is not None:
-            with contextlib.suppress(SQLAlchemyError):
-                self.conn.close()
-            self.conn = None
+DEFAULT_LEASE_S = 15.0
+_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 
 class OutboxRelay:
@@ -89,6 +62,7 @@ class OutboxRelay:
         metrics: Metrics | None = None,
         max_record_bytes: int = MAX_PUBLISH_BYTES,
         progress: LoopState | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
     ) -> None:
         self.db = db
         self.progress = progress  # liveness: beats after every round
@@ -102,10 +76,13 @@ class OutboxRelay:
         self.batch = batch
         self.idle_s = idle_s
         self.producer: KafkaProducer | None = None
-        self.leadership = Leadership(db)
+        self.leadership = Leadership(db, lease_s)
         self.backoff = Backoff()
         self.failed_rounds = 0
         self.published = 0
+        self.unmarked: list[OutboxRow] = []  # acknowledged by the broker, not yet marked sent
+        self.refused: set[int] = set()  # DLQ rows the broker refused for their size
+        self.without_value: set[int] = set()  # DLQ rows last sent without their value
 
     def run(self) -> None:
         try:
@@ -158,8 +135,10 @@ class OutboxRelay:
             log.warning("final outbox flush failed; rows stay unsent", error=str(exc))
 
     def step(self) -> int:
+        if self.unmarked:
+            return self._mark(self.unmarked)
         if not self.leadership.held():
-            self.stop.wait(1.0)
+            self.stop.wait(self.leadership.standby_wait_s)
             return 0
         try:
             with self.db.connect() as conn:
@@ -178,22 +157,45 @@ class OutboxRelay:
         if producer is None:
             return 0
         acked = self._publish(producer, rows)
-        if acked:
-            try:
-                with self.db.begin() as conn:
-                    messages.mark_sent(conn, [r.seq for r in rows[:acked]], self.clock.now())
-            except SQLAlchemyError as exc:
-                log.error(
-                    "could not mark rows sent; they will be re-sent with the same ids",
-                    error=str(exc).splitlines()[0],
-                )
-                return 0
-            self.published += acked
-            _log_published(rows[:acked], self.topics)
-            if self.metrics is not None:
-                self.metrics.published.inc(acked)
-            self.backoff.reset()
-        return acked
+        return self._mark(rows[:acked]) if acked else 0
+
+    def _mark(self, rows: Sequence[OutboxRow]) -> int:
+        """Mark published rows sent, as the leader; on failure keep them to retry the marking."""
+        try:
+            with self.db.begin() as conn:
+                self.leadership.confirm(conn)
+                messages.mark_sent(conn, [r.seq for r in rows], self.clock.now())
+        except LostLease:
+            log.warning(
+                "outbox relay lost its lease while publishing; the new leader sends these "
+                "rows again with the same ids",
+                rows=len(rows),
+            )
+            self.unmarked = []
+            return 0
+        except SQLAlchemyError as exc:
+            self.unmarked = list(rows)
+            delay = self.backoff.wait(self.stop)
+            log.error(
+                "could not mark published rows sent; retrying the marking, not the publishing",
+                error=str(exc).splitlines()[0],
+                rows=len(rows),
+                retry_in_s=round(delay, 1),
+            )
+            return 0
+        self.unmarked = []
+        omitted = sum(1 for r in rows if r.seq in self.without_value)
+        for row in rows:
+            self.refused.discard(row.seq)
+            self.without_value.discard(row.seq)
+        self.published += len(rows)
+        _log_published(rows, self.topics)
+        if self.metrics is not None:
+            self.metrics.published.inc(len(rows))
+            if omitted:
+                self.metrics.dlq_value_omitted.inc(omitted)
+        self.backoff.reset()
+        return len(rows)
 
     def _publish(self, producer: KafkaProducer, rows: list[OutboxRow]) -> int:
         futures = []
@@ -205,6 +207,8 @@ class OutboxRelay:
             # Rows before this one are in flight: flush them so the acked prefix is
             # marked, instead of re-sending it every round.
             log.warning("publishing failed", error=repr(exc))
+            if isinstance(exc, _TOO_LARGE):
+                futures.append(_Refused(exc))
         try:
             producer.flush(timeout=FLUSH_TIMEOUT_S)
         except KafkaError as exc:
@@ -215,11 +219,31 @@ class OutboxRelay:
                 break
             acked += 1
         if acked < len(rows):
+            stuck = futures[acked] if acked < len(futures) else None
+            if (
+                stuck is not None
+                and stuck.is_done
+                and self._refused_for_size(rows[acked], stuck.exception)
+            ):
+                return acked
             failure = next((f.exception for f in futures if f.is_done and f.failed()), None)
             self._failed(failure)
         else:
             self.failed_rounds = 0
         return acked
+
+    def _refused_for_size(self, row: OutboxRow, error: Any) -> bool:
+        """A DLQ record the broker (or the producer) refuses for its size goes out without
+        its value on the next round; any other row or error is a real failure."""
+        if row.stream != "dlq" or not isinstance(error, _TOO_LARGE) or row.seq in self.refused:
+            return False
+        log.warning(
+            "DLQ record refused for its size; sending it without its value",
+            seq=row.seq,
+            error=repr(error),
+        )
+        self.refused.add(row.seq)
+        return True
 
     def _failed(self, error: Any) -> None:
         self.failed_rounds += 1
@@ -234,7 +258,7 @@ class OutboxRelay:
             # An idempotent producer whose id the broker forgot (restart, expiry) fails
             # for good: UnknownProducerIdError, InitProducerId errors. A new one recovers.
             log.warning("recreating the Kafka producer")
-            self.close()
+            self.close_producer()
         self.stop.wait(delay)
 
     def _producer(self) -> KafkaProducer | None:
@@ -259,25 +283,32 @@ class OutboxRelay:
             key, value, headers = dlq_record(
                 origin, payload["error_class"], payload["error_message"]
             )
-            if _size(key, value, headers) > self.max_record_bytes:
-                # The original plus our headers would exceed what the producer (and a
-                # default broker) accepts, and the row would block the outbox for good.
-                # Keep key and headers, drop the value, and say so.
+            if row.seq in self.refused or _size(key, value, headers) > self.max_record_bytes:
+                # Over what the producer may send, or refused by the broker (a DLQ topic
+                # created smaller than `gocluster run --create-topics` makes it): the row
+                # would block the outbox for good. Keep key and headers, drop the value,
+                # and say so.
                 omitted = str(len(value or b"")).encode()
                 headers = [*headers, ("error.value_omitted_bytes", omitted)]
                 value = None
+                self.without_value.add(row.seq)
             return self.topics["dlq"], key, value, headers
         key = (row.cluster_id or "").encode("utf-8")
         return self.topics[row.stream], key, structured_value(payload), list(STRUCTURED_HEADERS)
 
     def close(self) -> None:
+        """Close the producer and hand the lease over (used at shutdown and by tick)."""
+        self.close_producer()
+        self.leadership.release()
+
+    def close_producer(self) -> None:
         if self.producer is not None:
             with contextlib.suppress(KafkaError):
                 self.producer.close(timeout=5)
             self.producer = None
 
 
-def _log_published(rows: list[OutboxRow], topics: dict[str, str]) -> None:
+def _log_published(rows: Sequence[OutboxRow], topics: dict[str, str]) -> None:
     """One line per published batch: how many rows, to which topics, which seqs."""
     per_topic: dict[str, int] = {}
     for row in rows:
@@ -304,3 +335,15 @@ def _needs_new_producer(error: Any) -> bool:
         "ProducerFencedError",
         "InvalidPidMappingError",
     }
+
+
+class _Refused:
+    """A send the producer refused before it was queued, shaped like its futures."""
+
+    is_done = True
+
+    def __init__(self, exception: KafkaError) -> None:
+        self.exception = exception
+
+    def failed(self) -> bool:
+        return True

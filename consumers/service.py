@@ -25,6 +25,7 @@ from consumers.kafka_auth import AUTH_FAILURES
 from consumers.metrics import Metrics
 from consumers.monitor import Monitor
 from consumers.outbox_relay import OutboxRelay
+from consumers.retention_loop import RetentionLoop
 from consumers.retry import Backoff
 from consumers.supervision import (
     EXIT_KAFKA_AUTH,
@@ -38,8 +39,8 @@ from workflows.dates import Clock
 
 log = structlog.get_logger("gocluster.service")
 
-# The three loops; `gocluster run --only` runs a subset (e.g. a separate relay process).
-LOOPS = frozenset({"consumer", "relay", "timers"})
+# The loops; `gocluster run --only` runs a subset (e.g. a separate relay process).
+LOOPS = frozenset({"consumer", "relay", "timers", "retention"})
 
 
 def stream_topics(settings: Settings) -> dict[str, str]:
@@ -72,6 +73,9 @@ def make_relay(
         wake,
         metrics=metrics,
         progress=progress,
+        # Below the producer's max_request_size by more than the record batch framing.
+        max_record_bytes=config["max_request_size"] - 1024,
+        lease_s=app.settings.relay_lease_s,
     )
 
 
@@ -97,7 +101,9 @@ def ensure_topics(settings: Settings, partitions: int, stop: threading.Event) ->
     while not stop.is_set():
         try:
             created = create_topics(
-                settings.admin_config(), dict.fromkeys(all_topics(settings), partitions)
+                settings.admin_config(),
+                dict.fromkeys(all_topics(settings), partitions),
+                configs=settings.topic_configs(),
             )
             if created:
                 log.info("topics created", topics=created, partitions=partitions)
@@ -149,10 +155,8 @@ class Service:
             progress=states.get("consumer"),
             on_poll=self.health.consumer_polled,
         )
-        # Fix: the relay used to stop together with the consumer and the timer loop, so
-        # its final flush often ran before their last batch committed, and a graceful
-        # stop left those outputs unpublished until the next start. It now has its own
-        # stop, set by join() once the other two have finished.
+        # The relay has a stop of its own, set by join() once the consumer and the timer
+        # loop have finished: its final flush then publishes their last batch too.
         self.relay_stop = threading.Event()
         self.relay = make_relay(app, self.relay_stop, wake, self.metrics, states.get("relay"))
         self.timers = TimerLoop(
@@ -174,6 +178,15 @@ class Service:
             overdue_by_wall_clock=clock_mode == "wall",
             progress=states["monitor"],
         )
+        self.retention = RetentionLoop(
+            app.db,
+            settings.retention(),
+            app.clock,
+            stop,
+            interval_s=settings.retention_interval_s,
+            batch=settings.retention_batch,
+            progress=states.get("retention"),
+        )
         if "consumer" in loops:
             self.health.track_consumer()
         runs = {
@@ -181,6 +194,7 @@ class Service:
             "relay": self.relay.run,
             "timers": self.timers.run,
             "monitor": self.monitor.run,
+            "retention": self.retention.run,
         }
         self.threads = {}
         for name, state in states.items():
@@ -221,7 +235,7 @@ class Service:
 
     def join(self, timeout_s: float = 60.0) -> None:
         """After `stop`: the consumer and timers finish their batch, then the relay drains."""
-        for name in ("consumer", "timers", "monitor"):
+        for name in ("consumer", "timers", "monitor", "retention"):
             if name in self.threads:
                 self.threads[name].join(timeout_s)
         self.relay_stop.set()

@@ -7,7 +7,8 @@
 # - PostgreSQL on 127.0.0.1:5432, started when down, with the login role the tests use
 #   (GOCLUSTER_TEST_PG_USER / GOCLUSTER_TEST_PG_PASSWORD, default gocluster/gocluster,
 #   CREATEDB: every test creates and drops databases of its own; CREATEROLE: the security
-#   tests log in as a role with a password of their own).
+#   tests log in as a role with a password of their own; pg_signal_backend: dropping a test
+#   database WITH (FORCE) must also end an autovacuum worker that happens to be in it).
 # - Java and Maven for Apache Kafka, whose jars scripts/apache-kafka fetches once into a
 #   cache outside the repository.
 # - The AsyncAPI parser for docs/asyncapi.yaml: Node.js and npm present, `npm ci` in
@@ -62,7 +63,8 @@ pg_ready() { pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; }
 pg_login() {
   local ok
   ok=$(PGPASSWORD="$PG_PASSWORD" psql -h 127.0.0.1 -p 5432 -U "$PG_USER" -d postgres -qtAc \
-    'SELECT rolcreatedb AND rolcreaterole FROM pg_roles WHERE rolname = current_user' 2>/dev/null)
+    "SELECT rolcreatedb AND rolcreaterole AND pg_has_role(current_user, 'pg_signal_backend', 'USAGE')
+       FROM pg_roles WHERE rolname = current_user" 2>/dev/null)
   [ "$ok" = "t" ]
 }
 as_postgres() { if is_root; then runuser -u postgres -- "$@"; else sudo -n -u postgres "$@"; fi; }
@@ -81,10 +83,11 @@ fi
 
 if ! pg_login; then
   as_postgres psql -qtA -v ON_ERROR_STOP=1 -v user="$PG_USER" -v password="$PG_PASSWORD" <<'SQL' >/dev/null \
-    || fail "cannot create the test role '$PG_USER' (needs root or sudo to the postgres user); create it with: CREATE ROLE $PG_USER LOGIN CREATEDB CREATEROLE PASSWORD '...'"
+    || fail "cannot create the test role '$PG_USER' (needs root or sudo to the postgres user); create it with: CREATE ROLE $PG_USER LOGIN CREATEDB CREATEROLE PASSWORD '...'; GRANT pg_signal_backend TO $PG_USER"
 SELECT format('CREATE ROLE %I LOGIN CREATEDB CREATEROLE PASSWORD %L', :'user', :'password')
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'user') \gexec
 SELECT format('ALTER ROLE %I LOGIN CREATEDB CREATEROLE PASSWORD %L', :'user', :'password') \gexec
+SELECT format('GRANT pg_signal_backend TO %I', :'user') \gexec
 SQL
   pg_login || fail "role '$PG_USER' cannot log in on 127.0.0.1:5432 with its password (check pg_hba.conf: host ... scram-sha-256)"
 fi

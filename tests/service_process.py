@@ -202,6 +202,19 @@ class ServiceProcess:
     def kill(self, timeout_s: float = 30.0) -> int:
         return self._stop(signal.SIGKILL, timeout_s)
 
+    def pause(self) -> None:
+        """SIGSTOP: its threads and heartbeats freeze; its connections stay open.
+
+        A paused process handles SIGTERM only after `resume`; `kill` ends it at once.
+        """
+        assert self.alive, f"{self.name} is not running"
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT: it wakes up where it stopped, unaware that time passed."""
+        assert self.process is not None, f"{self.name} was never started"
+        os.kill(self.pid, signal.SIGCONT)
+
     def _stop(self, sig: signal.Signals, timeout_s: float) -> int:
         assert self.process is not None, f"{self.name} was never started"
         if self.process.poll() is None:
@@ -238,7 +251,7 @@ class ServiceProcess:
     ) -> None:
         if self.alive:
             with contextlib.suppress(AssertionError):
-                self.kill()
+                self.kill()  # SIGKILL also ends a paused (SIGSTOPped) process
         if exc_type is not None and self.process is not None:
             print(self.tail())  # pytest shows captured output with the failure
 

@@ -140,16 +140,21 @@ def line(event: dict[str, Any], number: int = 1) -> Inbound:
     return Inbound({"kind": "line", "line": number, "text": text}, event=parse_event(event))
 
 
-def kafka_origin(event: dict[str, Any] | bytes, offset: int, topic: str = "t.in") -> dict[str, Any]:
+def kafka_origin(
+    event: dict[str, Any] | bytes, offset: int, topic: str = "t.in", partition: int = 0
+) -> dict[str, Any]:
     value = event if isinstance(event, bytes) else json.dumps(event).encode()
     key = b"cluster-a" if isinstance(event, bytes) else event["subject"].encode()
     headers = (("content-type", b"application/cloudevents+json"),)
-    origin = RecordOrigin(topic, 0, offset, key, value, headers)
+    origin = RecordOrigin(topic, partition, offset, key, value, headers)
     return {"kind": "kafka", **origin.to_json()}
 
 
-def kafka(event: dict[str, Any], offset: int = 0) -> Inbound:
-    return Inbound(kafka_origin(event, offset), event=parse_event(event))
+def kafka(
+    event: dict[str, Any], offset: int = 0, topic: str = "t.in", partition: int = 0
+) -> Inbound:
+    """A record at this offset of a partition (a batch skips offsets its partition passed)."""
+    return Inbound(kafka_origin(event, offset, topic, partition), event=parse_event(event))
 
 
 def lines(events: Iterable[dict[str, Any]]) -> list[Inbound]:
@@ -540,11 +545,15 @@ def test_an_event_parked_for_a_new_cluster_is_not_missed_by_a_concurrent_admissi
                 results[name] = exc
 
         first = threading.Thread(
-            target=run, args=("interviews", interviews, [kafka(benchmarking(c, "bm-1"), 0)])
+            target=run,
+            args=("interviews", interviews, [kafka(benchmarking(c, "bm-1"), 0, "t.interviews")]),
         )
         first.start()
         assert parked_now.wait(10)
-        admission = [kafka(submitted(c, "sub-1"), 0), kafka(assessed(c, "ass-1"), 1)]
+        admission = [
+            kafka(submitted(c, "sub-1"), 0, "t.applications"),
+            kafka(assessed(c, "ass-1"), 1, "t.applications"),
+        ]
         second = threading.Thread(target=run, args=("applications", applications, admission))
         second.start()
         # Without a lock for the not-yet-existing cluster, the admission would just commit.
@@ -834,7 +843,10 @@ def interleave(
     opposite ends meet in the middle and fight over the same rows.
     """
     times = [effective(e) for e in events]
-    records = [kafka(e, n) for n, e in enumerate(events)]  # one offset per delivery
+    # One offset per delivery, one partition per cluster (as its key decides): sorting by
+    # cluster keeps each partition's offsets in order, as a consumer reads them.
+    partitions = {c: n for n, c in enumerate(dict.fromkeys(e["subject"] for e in events))}
+    records = [kafka(e, n, partition=partitions[e["subject"]]) for n, e in enumerate(events)]
     stream: list[Inbound | datetime] = []
     for start in range(0, len(events), segment):
         stream.append(min(times[start:]))

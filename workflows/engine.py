@@ -26,7 +26,7 @@ from workflows.decider import Decider, Park, Refuse
 from workflows.digest import digest, is_same_event
 from workflows.parking import RELEASE_BUDGET, Parking
 from workflows.policy import Policy
-from workflows.store import aggregates, messages
+from workflows.store import aggregates, messages, progress
 from workflows.store.messages import ParkedEvent
 from workflows.unit_of_work import (
     BatchResult,
@@ -153,10 +153,14 @@ class Workflow:
 
     def _apply(self, conn: Connection, items: Sequence[Inbound]) -> BatchResult:
         now = self.clock.now()
+        items, applied_before = progress.claim(conn, items, now)  # workflows/store/progress.py
         events = [i.event for i in items if i.event is not None]
         known = messages.seen(conn, [(e.source, e.id) for e in events])
         cluster_ids = sorted({e.cluster_id for e in events})
         work = UnitOfWork(now, aggregates.load(conn, cluster_ids))
+        for item in applied_before:  # below the partition's progress: applied already
+            if item.event is not None:
+                work.outcome(item.origin, item.event, "duplicate")
         parking = Parking(conn, self.decider, now, self.release_budget)
         parking.load(cluster_ids)
         for item in items:

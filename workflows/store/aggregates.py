@@ -170,7 +170,7 @@ def save(conn: Connection, aggregates: Sequence[Cluster], now: datetime) -> None
         result = conn.execute(stmt, rows)
         if conn.dialect.supports_sane_multi_rowcount and result.rowcount != len(rows):
             raise StaleAggregate("a cluster changed under this batch")
-    _save_children(conn, aggregates)
+    _save_children(conn, aggregates, now)
     for cluster in aggregates:
         if cluster.changed or not cluster.persisted:
             cluster.version = cluster.version + 1 if cluster.persisted else 1
@@ -190,7 +190,7 @@ def _cluster_row(c: Cluster, now: datetime) -> dict[str, Any]:
     }
 
 
-def _save_children(conn: Connection, aggregates: Sequence[Cluster]) -> None:
+def _save_children(conn: Connection, aggregates: Sequence[Cluster], now: datetime) -> None:
     all_labels = [lb for c in aggregates for lb in c.labels]
     all_obligations = [o for c in aggregates for o in c.obligations]
     all_timers = [t for c in aggregates for t in c.timers]
@@ -224,11 +224,11 @@ def _save_children(conn: Connection, aggregates: Sequence[Cluster]) -> None:
             .values(status=bindparam("status"), closed_by=bindparam("closed_by")),
             changed_obl,
         )
-    new_timers = [_timer_row(t) for t in all_timers if not t.persisted]
+    new_timers = [_timer_row(t, now) for t in all_timers if not t.persisted]
     if new_timers:
         conn.execute(insert(timers), new_timers)
     changed_timers = [
-        {"b_id": t.timer_id, "status": t.status.value}
+        {"b_id": t.timer_id, "status": t.status.value, "closed_at": _closed_at(t, now)}
         for t in all_timers
         if t.persisted and t.changed
     ]
@@ -236,7 +236,7 @@ def _save_children(conn: Connection, aggregates: Sequence[Cluster]) -> None:
         conn.execute(
             update(timers)
             .where(timers.c.timer_id == bindparam("b_id"))
-            .values(status=bindparam("status")),
+            .values(status=bindparam("status"), closed_at=bindparam("closed_at")),
             changed_timers,
         )
 
@@ -268,7 +268,12 @@ def _obligation_row(o: Obligation) -> dict[str, Any]:
     }
 
 
-def _timer_row(t: Timer) -> dict[str, Any]:
+def _closed_at(t: Timer, now: datetime) -> datetime | None:
+    """When a timer fired or was cancelled: retention counts its age from then."""
+    return None if t.status is TimerStatus.PENDING else now
+
+
+def _timer_row(t: Timer, now: datetime) -> dict[str, Any]:
     return {
         "timer_id": t.timer_id,
         "cluster_id": t.cluster_id,
@@ -277,6 +282,7 @@ def _timer_row(t: Timer) -> dict[str, Any]:
         "ref": t.ref,
         "days_left": t.days_left,
         "status": t.status.value,
+        "closed_at": _closed_at(t, now),
     }
 
 

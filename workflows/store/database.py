@@ -3,21 +3,85 @@
 SQLite (the embedded default) is one writer at a time: transactions start with
 BEGIN IMMEDIATE so two processes never deadlock on a lock upgrade, and WAL
 lets `gocluster show` read while the service writes. PostgreSQL is the
-multi-instance backend.
+multi-instance backend; its sessions carry the limits of `SessionLimits`, so
+a paused or vanished instance cannot hold locks for ever.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+log = structlog.get_logger("gocluster.database")
+
+CONNECT_TIMEOUT_S = 10
+APPLICATION_NAME = "gocluster/"  # + the process id: how instances find each other's sessions
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """PostgreSQL session settings against a paused, frozen or vanished instance.
+
+    - `lock_timeout`: a statement waiting longer for a lock fails, and its batch is
+      retried with backoff, instead of stalling its partition behind a stuck holder.
+    - `idle_in_transaction_session_timeout`: the server ends a session that sits
+      inside a transaction without sending anything (a SIGSTOPped process, a frozen
+      VM), which releases its locks. The service never waits on anything else
+      inside a transaction, so only a stuck instance reaches it.
+    - TCP keepalives both ways: the server's `tcp_keepalives_*` notice a client whose
+      host is gone; libpq's `keepalives*` notice a server that is (failover).
+    - The server's idle timer does not cover every frozen client: one stopped in the
+      middle of a pipeline leaves its session "active", and after a pipelined
+      executemany psycopg sends a Flush that disarms the timer although the session
+      shows "idle in transaction" (PostgreSQL 17's `transaction_timeout` would cover
+      both). So when a statement gives up on a lock, the instance ends the gocluster
+      sessions that have waited on their client inside a transaction for longer than
+      the idle timeout (`end_stuck_sessions`).
+    Zero turns a timeout off, as in PostgreSQL.
+    """
+
+    lock_timeout_ms: int = 30_000
+    idle_in_transaction_timeout_ms: int = 60_000
+    keepalives_idle_s: int = 30
+    keepalives_interval_s: int = 10
+    keepalives_count: int = 3
+
+    def connect_args(self, query: Any) -> dict[str, Any]:
+        """psycopg connection keywords; `options` or an application_name in the URL stay."""
+        options = " ".join(
+            f"-c {name}={value}"
+            for name, value in (
+                ("lock_timeout", self.lock_timeout_ms),
+                ("idle_in_transaction_session_timeout", self.idle_in_transaction_timeout_ms),
+                ("tcp_keepalives_idle", self.keepalives_idle_s),
+                ("tcp_keepalives_interval", self.keepalives_interval_s),
+                ("tcp_keepalives_count", self.keepalives_count),
+            )
+        )
+        if query.get("options"):
+            options = f"{options} {query['options']}"  # later settings win
+        return {
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "keepalives": 1,
+            "keepalives_idle": self.keepalives_idle_s,
+            "keepalives_interval": self.keepalives_interval_s,
+            "keepalives_count": self.keepalives_count,
+            "options": options,
+            # pg_stat_activity then says which instance holds a lock.
+            "application_name": query.get("application_name") or f"{APPLICATION_NAME}{os.getpid()}",
+        }
 
 
 class SchemaOutOfDate(RuntimeError):
@@ -32,16 +96,52 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def create_db_engine(url: str, **kwargs: Any) -> Engine:
+def create_db_engine(url: str, *, limits: SessionLimits | None = None, **kwargs: Any) -> Engine:
     url = normalise_url(url)
-    if make_url(url).get_backend_name() == "sqlite":
-        _create_private(make_url(url).database)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        _create_private(parsed.database)
         engine = create_engine(url, **kwargs)
         _sqlite_pragmas(engine)
         return engine
+    limits = limits or SessionLimits()
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("connect_args", {"connect_timeout": 10})
-    return create_engine(url, **kwargs)
+    kwargs.setdefault("connect_args", limits.connect_args(parsed.query))
+    engine = create_engine(url, **kwargs)
+    if limits.idle_in_transaction_timeout_ms:
+        _end_stuck_sessions_on_lock_timeout(engine, limits.idle_in_transaction_timeout_ms)
+    return engine
+
+
+def end_stuck_sessions(conn: Connection, stuck_ms: int) -> list[int]:
+    """End the gocluster sessions of this database that have waited on their client
+    inside a transaction for longer than `stuck_ms`; returns their pids."""
+    query = text(
+        "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+        "AND application_name LIKE :ours AND xact_start IS NOT NULL "
+        "AND wait_event IN ('ClientRead', 'ClientWrite') "
+        "AND state_change < clock_timestamp() - make_interval(secs => :seconds)"
+    )
+    rows = conn.execute(query, {"ours": f"{APPLICATION_NAME}%", "seconds": stuck_ms / 1000})
+    return [int(pid) for pid, ended in rows if ended]
+
+
+def _end_stuck_sessions_on_lock_timeout(engine: Engine, stuck_ms: int) -> None:
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> None:
+        if getattr(context.original_exception, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            return
+        try:
+            with engine.connect() as conn:
+                ended = end_stuck_sessions(conn, stuck_ms)
+                conn.commit()
+        except SQLAlchemyError:
+            return  # the statement's own error is what the caller handles
+        if ended:
+            log.warning(
+                "ended database sessions stuck inside a transaction", pids=ended, stuck_ms=stuck_ms
+            )
 
 
 def _create_private(database: str | None) -> None:

@@ -105,7 +105,9 @@ timers = Table(
     Column("ref", String(64), nullable=False),
     Column("days_left", Integer),
     Column("status", String(16), nullable=False),
+    Column("closed_at", UTCDateTime),  # when it fired or was cancelled (retention)
     Index("ix_timers_status_due_at", "status", "due_at"),
+    Index("ix_timers_closed_at", "closed_at"),
 )
 
 history = Table(
@@ -131,6 +133,7 @@ inbox = Table(
     Column("digest", String(64), nullable=False),
     Column("outcome", String(16), nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
+    Index("ix_inbox_received_at", "received_at"),  # retention deletes the oldest first
 )
 
 outbox = Table(
@@ -173,4 +176,25 @@ parked_wakeups = Table(
     metadata,
     Column("cluster_id", String(64), primary_key=True),
     Column("wake_at", UTCDateTime, nullable=False, index=True),
+)
+
+# One row per named lease (the outbox relay's leadership): who holds it and until when,
+# by the database's clock.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+
+# Per input partition, the offset of the next record to apply: advanced in each batch's
+# transaction, so a batch skips what the partition's owner of the moment already applied.
+partition_progress = Table(
+    "partition_progress",
+    metadata,
+    Column("topic", String(249), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("next_offset", BigInteger, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
 )
