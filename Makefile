@@ -47,7 +47,7 @@ bench-latency: $(STAMP) test-machine
 	$(BIN)/python bench/latency.py
 
 reliability: $(STAMP) test-machine
-	$(BIN)/python -m bench.crash_campaign
+	$(BIN)/python -m reliability
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -9,18 +9,15 @@ database of its own (``gocluster_bench_<random>``) that is dropped afterwards.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import os
-import platform
 import statistics
 import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +26,13 @@ from kafka import KafkaProducer
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from bench.workload import APPLICATIONS, Record
 from consumers.config import Settings
 from consumers.kafka_admin import create_topics, delete_topics
 from consumers.logs import configure_logging
 from tests.brokers import Broker, make_broker
 from tests.dbutil import ADMIN_URL as TEST_ADMIN_URL
+from tests.machine import machine as tests_machine
+from tests.workload import APPLICATIONS, Record
 from workflows.store.database import create_db_engine, upgrade
 
 # The test role of scripts/ensure-test-machine.sh, as a plain libpq URL for psycopg.
@@ -240,32 +238,8 @@ def quiet_service_logs() -> None:
 
 
 def machine() -> dict[str, Any]:
-    """What the numbers were measured on (the load average shows the noise from neighbours)."""
-    versions = {}
-    for package in ("kafka-python", "SQLAlchemy", "psycopg", "python-statemachine", "structlog"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[package] = metadata.version(package)
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "load_average_1m": round(os.getloadavg()[0], 2),
-        "code_digest": code_digest(),
-        "postgres": postgres_version(),
-        "packages": versions,
-    }
-
-
-def code_digest() -> str:
-    """A fingerprint of the measured source (workflows, consumers, schemas): the tree is
-    not always committed when a benchmark runs, so a commit id alone would not say."""
-    root = Path(__file__).resolve().parent.parent
-    digest = hashlib.sha256()
-    for package in ("workflows", "consumers", "schemas"):
-        for path in sorted((root / package).rglob("*.py")):
-            digest.update(str(path.relative_to(root)).encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    """What the numbers were measured on, with the shared PostgreSQL server's version."""
+    return tests_machine() | {"postgres": postgres_version()}
 
 
 def spread(values: Iterable[float | None], digits: int = 1) -> dict[str, float]:

@@ -64,8 +64,8 @@ from bench.harness import (
     spread,
     topic_set,
 )
-from bench.workload import Record, to_record, workload
 from consumers.config import Settings
+from tests.workload import Record, to_record, workload
 from workflows.store.database import create_db_engine
 from workflows.store.tables import inbox, outbox
 

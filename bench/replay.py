@@ -1,7 +1,7 @@
 """`gocluster replay` against a bare durable floor, wall clock with start-up, same input.
 
 For each backend and run, the same JSON Lines file of the seeded workload
-(bench/workload.py) goes through two processes, in alternating order:
+(tests/workload.py) goes through two processes, in alternating order:
 
 * service: `gocluster replay FILE > /dev/null` on a fresh, migrated database;
 * floor:   `python bench/replay_floor.py FILE URL` (bench/replay_floor.py: it
@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # `python bench/replay.py` from the project root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import BACKENDS, RESULTS, database, machine, scratch_dir, spread
-from bench.workload import cloud_events
+from tests.workload import cloud_events
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOOR = Path(__file__).resolve().with_name("replay_floor.py")

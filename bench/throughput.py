@@ -59,10 +59,10 @@ from bench.harness import (
     spread,
     topic_set,
 )
-from bench.workload import Record, workload
 from consumers.bootstrap import build
 from consumers.event_consumer import EventConsumer
 from consumers.service import Service, make_relay
+from tests.workload import Record, workload
 from workflows.store.database import create_db_engine
 from workflows.store.tables import inbox, outbox, parked
 

@@ -1,5 +1,5 @@
-"""The reliability campaign's fast subset (the full one: `python -m bench.crash_campaign`,
-report in docs/RELIABILITY.md).
+"""The reliability campaign's fast subset (the full one: `python -m reliability`, report in
+docs/RELIABILITY.md; the fault phases' subset is tests/test_reliability_faults.py).
 
 600 events over 60 clusters, with upstream re-deliveries and bad records, go
 through real `gocluster` processes while the service is SIGKILLed twice, the
@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, insert, select
 
-from bench.campaign_state import compare, snapshot
-from bench.crash_campaign import Config, run_campaign, split_kills
-from bench.private_postgres import postgres_bindir
-from bench.reliability_report import render
+from reliability.campaign import run_campaign
+from reliability.config import Config, split_kills
+from reliability.private_postgres import postgres_bindir
+from reliability.report import render
+from reliability.snapshot import compare, snapshot
 from tests import stories
 from tests.dbutil import in_ci
 from tests.service_process import replay
@@ -54,7 +55,7 @@ def campaign(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         out=None,
         report=None,
         bad_input=None,
-        command="python -m bench.crash_campaign --events 600 --clusters 60 --kills 4 "
+        command="python -m reliability --events 600 --clusters 60 --kills 4 "
         "--seed 11 --pg-restarts 1 --phases crash",
     )
     config.kill_split = split_kills(config.kills)
@@ -116,7 +117,7 @@ def test_the_report_states_the_figures_and_how_to_reproduce_them(campaign: dict[
     assert "| **lost** effects | **0** |" in text
     assert "| **duplicated** effects | **0** |" in text
     assert campaign["command"] in text
-    assert "bench/bad_input_report.py" in text  # the placeholder says how to fill it
+    assert "python -m reliability.bad_input" in text  # the placeholder says how to fill it
 
 
 def test_the_comparison_finds_a_lost_and_a_duplicated_effect(tmp_path: Path) -> None:

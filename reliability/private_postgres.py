@@ -105,10 +105,12 @@ class PrivatePostgres:
         return self
 
     def start(self) -> None:
+        # The soak phase samples table bytes: space of pruned rows is reused only after a
+        # vacuum, and with the default naptime (1 min) a steady state shows only late.
         options = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} "
             f"-c unix_socket_directories={self.folder} -c max_connections=200 "
-            "-c shared_buffers=64MB"
+            "-c shared_buffers=64MB -c autovacuum_naptime=5s"
         )
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
         self.wait_ready()
@@ -170,6 +172,25 @@ class PrivatePostgres:
 
     def url(self, database: str) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def set_read_only(self, database: str, read_only: bool) -> int:
+        """Make `database` refuse (or accept again) writes while it still serves reads, as
+        a failed-over replica or a full disk does: the default for new transactions, then
+        every session of it ended so that each reconnects under the new default.
+        Returns how many sessions were ended."""
+        value = sql.SQL("on" if read_only else "off")
+        with psycopg.connect(self.libpq("postgres"), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = {}").format(
+                    sql.Identifier(database), value
+                )
+            )
+            ended = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (database,),
+            ).fetchone()
+        return int(ended[0]) if ended else 0
 
     def create_database(self, prefix: str = "campaign") -> str:
         """A new empty database; returns its SQLAlchemy URL."""

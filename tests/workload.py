@@ -1,4 +1,5 @@
-"""A deterministic, seeded multi-cluster workload: CloudEvents as the upstream systems send them.
+"""A deterministic, seeded multi-cluster workload (for bench/ and reliability/): CloudEvents
+as the upstream systems send them.
 
 Each cluster lives a plausible go-cluster life (CONTRACT.md section 3): it applies
 (the portal) and is assessed; a rejected one (10 %) stops there, an admitted one
@@ -22,7 +23,7 @@ events to the interviews topic in binary mode (``ce_*`` headers), like the
 demo; the record key is the cluster id. Events are returned in global
 publication-time order, which is also the order a paced producer sends them.
 
-    python -m bench.workload --clusters 3 --events 30   # print the events as JSON Lines
+    python -m tests.workload --clusters 3 --events 30   # print the events as JSON Lines
 """
 
 from __future__ import annotations

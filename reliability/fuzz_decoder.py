@@ -8,9 +8,9 @@ whose class is one of the contract's; the rejection makes a DLQ record with
 the original bytes; an accepted event can be stored and re-sent as UTF-8 JSON.
 Any other outcome is a crash that libFuzzer reports and saves (``crash-*``).
 
-    python bench/fuzz_decoder.py -max_total_time=120              # seeds in a temp dir
-    python bench/fuzz_decoder.py -max_total_time=600 fuzz-corpus/ # keep the corpus
-    python bench/fuzz_decoder.py -runs=1 crash-abc123             # replay one input
+    python -m reliability.fuzz_decoder -max_total_time=120              # seeds in a temp dir
+    python -m reliability.fuzz_decoder -max_total_time=600 fuzz-corpus/ # keep the corpus
+    python -m reliability.fuzz_decoder -runs=1 crash-abc123             # replay one input
 
 Without atheris (``pip install atheris``; wheels for Linux x86-64) it says so and
 exits 0, so scripts and CI can call it unconditionally.
@@ -28,9 +28,6 @@ try:
     import atheris
 except ImportError:  # pragma: no cover - depends on the machine
     atheris = None
-
-if __package__ in (None, ""):  # `python bench/fuzz_decoder.py` from the project root
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Import (and so instrument) our code only; third-party modules stay uninstrumented.
 if atheris is not None:
