@@ -80,11 +80,8 @@ _SETTING_NAME = re.compile(
 
 
 def config_problems(exc: ValidationError) -> str:
-    """Every problem, each setting named by the environment variable an operator sets.
-
-    Fix: a check across settings (an error without a field location) came out
-    as "GOCLUSTER_: Value error, SASL_SSL needs kafka_sasl_mechanism".
-    """
+    """Every problem, each setting named by the environment variable an operator sets;
+    a check across settings (no field location) names the variables in its message."""
     problems = []
     for error in exc.errors():
         message = _SETTING_NAME.sub(
@@ -103,10 +100,7 @@ def warn_unknown_env() -> None:
 
 
 def database_problem(settings: Settings, exc: Exception) -> click.ClickException:
-    """A database that cannot be reached at start: one line naming it, password hidden.
-
-    Fix: this used to end the command with a traceback.
-    """
+    """A database that cannot be reached at start: one line naming it, password hidden."""
     reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
     password = make_url(settings.database_url).password
     if password:  # drivers do not quote it today; make sure of it

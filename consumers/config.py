@@ -171,18 +171,17 @@ class Settings(BaseSettings):
         try:
             url = make_url(value)
         except (ArgumentError, ValueError):
-            # SQLAlchemy's message repeats the URL, password included. Fix: a
-            # ValueError (a bad port: int() of what follows the host) used to
-            # pass through, quoting the URL's tail, e.g. the rest of a password
-            # with an unencoded '@' ("invalid literal for int(): 'w0rd@db:5432'").
+            # SQLAlchemy's message repeats the URL, password included, and a bad
+            # port's ValueError quotes the URL's tail (part of a password with an
+            # unencoded '@'): neither message is passed on.
             raise ValueError("not a SQLAlchemy database URL (dialect://...)") from None
         if url.host is not None and "@" in url.host:
-            # Fix: "user:p@ss@db" parses as password "p", host "ss@db", and the
-            # host (so part of the password) was shown in the start-up log.
+            # "user:p@ss@db" parses as password "p", host "ss@db": the host (part
+            # of the password) would be shown in the start-up log.
             raise ValueError("has an '@' in the host: percent-encode it in the password as %40")
         if url.get_backend_name() not in _DATABASE_BACKENDS:
-            # Fix: another dialect passed here and failed only at connect time,
-            # where `gocluster run` retried it for ever as "database unreachable".
+            # Another dialect would fail only at connect time, where `gocluster run`
+            # retries it as "database unreachable".
             raise ValueError(
                 f"database {url.get_backend_name()[:40]!r} is not supported: use sqlite:// "
                 "or postgresql://"

@@ -100,11 +100,9 @@ class OutboxRelay:
     def drain(self, max_rounds: int = 10_000) -> int:
         """Publish everything unsent now (tick); keeps trying until done or `stop` is set.
 
-        Fix: this used to give up at the first round that sent nothing, so
-        `tick --publish-timeout` was not honoured (one broker hiccup ended the
-        drain) and, on PostgreSQL, a tick next to a running service (which
-        holds the relay lock and publishes the rows itself) reported them
-        unpublished unless that service happened to send them within a second.
+        A round that sends nothing is not the end: a broker hiccup passes within
+        `tick --publish-timeout`, and next to a running service the relay that holds
+        the lease publishes the rows itself, which `_pending` sees.
         """
         total = 0
         for _ in range(max_rounds):
@@ -123,12 +121,9 @@ class OutboxRelay:
             return True  # step() backs off on the same error
 
     def drain_once(self) -> None:
-        """The final flush at shutdown: everything the stopped loops left, while it goes well.
-
-        Fix: this used to send one step (at most `batch` rows) and only when a
-        producer already existed, so the last batch's outputs could stay unsent.
-        With `stop` set, drain() ends at the first round that sends nothing.
-        """
+        """The final flush at shutdown: everything the stopped loops left (every round,
+        not one batch), while it goes well; with `stop` set, drain() ends at the first
+        round that sends nothing."""
         try:
             self.drain()
         except Exception as exc:

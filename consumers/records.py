@@ -132,8 +132,8 @@ def record_to_event_dict(origin: RecordOrigin, max_bytes: int) -> dict[str, Any]
     value = origin.value
     size = _record_size(origin)
     if size > max_bytes:
-        # Fix: only the value used to count, so a binary-mode record could carry
-        # any amount of attribute text in ce_ headers past the limit.
+        # Key, value and headers all count: binary mode carries attribute text in
+        # ce_ headers.
         raise DecodeFailure(
             f"record is {size} bytes (key, value and headers), over the {max_bytes} limit"
         )
@@ -276,8 +276,8 @@ def _reject_constant(name: str) -> Any:
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """Fix: the last of two equal keys used to win silently, while `gocluster replay`
-    (schemas.validate.parse_json) refuses the same bytes; which value is meant?"""
+    """An object with two equal keys is refused, as `gocluster replay`
+    (schemas.validate.parse_json) refuses the same bytes: which value is meant?"""
     obj = dict(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
