@@ -6,6 +6,7 @@ import json
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -15,12 +16,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def get(url: str, timeout_s: float = 5.0) -> tuple[int, str]:
+def get(
+    url: str, timeout_s: float = 5.0, headers: Mapping[str, str] | None = None
+) -> tuple[int, str]:
     """(status, body); (0, reason) when nothing answers."""
     if not url.startswith("http://127.0.0.1:"):
         raise ValueError(f"only the service's loopback endpoints: {url}")
+    request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310 - checked above
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - checked above
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 - checked above
             return int(response.status), response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()

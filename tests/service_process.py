@@ -76,10 +76,14 @@ def gocluster_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "consumers.cli"]
 
 
-def service_env(*parts: Mapping[str, str]) -> dict[str, str]:
-    """This process's environment without any GOCLUSTER_* of the developer's shell, plus parts."""
+def service_env(*parts: Mapping[str, str], fast: bool = True) -> dict[str, str]:
+    """This process's environment without any GOCLUSTER_* of the developer's shell, plus parts.
+
+    `fast` adds the test-only consumer timings; without it the service keeps its defaults
+    (a deployment's environment as it stands).
+    """
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("GOCLUSTER_")}
-    env |= FAST_SERVICE_ENV | {"PYTHONUNBUFFERED": "1"}
+    env |= (FAST_SERVICE_ENV if fast else {}) | {"PYTHONUNBUFFERED": "1"}
     for part in parts:
         env |= dict(part)
     return env
