@@ -63,7 +63,21 @@ class TimerLoop:
                 self.stop.wait(delay)
                 continue
             if not busy:
-                self.stop.wait(self.interval_s)
+                self.stop.wait(self._idle_wait())
+
+    def _idle_wait(self) -> float:
+        """Sleep the interval, or less when a timer comes due before it ends: a timer
+        fires within a round's time of its due time, not up to an interval late."""
+        if not self.fire_timers:
+            return self.interval_s
+        now = self.clock.now()
+        try:
+            upcoming = self.workflow.next_timer_due(after=now)
+        except SQLAlchemyError:
+            return self.interval_s  # the next round reports the database
+        if upcoming is None:
+            return self.interval_s
+        return min(self.interval_s, max(0.0, (upcoming - now).total_seconds()))
 
     def step(self) -> bool:
         """One round; True when there may be more due right away."""

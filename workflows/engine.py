@@ -113,6 +113,12 @@ class Workflow:
         held = breaches_until if allow_late_results else None
         return self._transaction(lambda conn: self._fire(conn, deadline, limit, held))
 
+    def next_timer_due(self, after: datetime) -> datetime | None:
+        """When the next pending timer can fire after `after` (a breach: once the
+        late_result_allowance has passed too): how long the timer loop may sleep."""
+        with self.db.connect() as conn:
+            return aggregates.next_due(conn, after, self.policy.late_result_allowance)
+
     def expire_parked(self, now: datetime | None = None, limit: int = 500) -> BatchResult:
         at = now or self.clock.now()
         return self._transaction(lambda conn: self._expire(conn, at, limit))

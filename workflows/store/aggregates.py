@@ -8,7 +8,7 @@ changed, with executemany, and checks the version it loaded.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, String, and_, bindparam, func, insert, or_, select, update
@@ -27,7 +27,9 @@ from workflows.aggregate import (
     TimerKind,
     TimerStatus,
 )
-from workflows.store.tables import clusters, labels, obligations, timers
+from workflows.store.tables import PENDING_TIMER, clusters, labels, obligations, timers
+
+_TIMERS_PER_CLUSTER = 4  # the first window of due timers read for each cluster wanted
 
 
 class StaleAggregate(RuntimeError):
@@ -72,9 +74,7 @@ def load(
     )
     for row in conn.execute(query_obl).mappings():
         found[row["cluster_id"]].obligations.append(_obligation(row))
-    query_tim = select(timers).where(
-        timers.c.cluster_id.in_(keys), timers.c.status == TimerStatus.PENDING.value
-    )
+    query_tim = select(timers).where(timers.c.cluster_id.in_(keys), PENDING_TIMER)
     for row in conn.execute(query_tim).mappings():
         found[row["cluster_id"]].timers.append(_timer(row))
     return found
@@ -224,7 +224,12 @@ def _save_children(conn: Connection, aggregates: Sequence[Cluster], now: datetim
             .values(status=bindparam("status"), closed_by=bindparam("closed_by")),
             changed_obl,
         )
-    new_timers = [_timer_row(t, now) for t in all_timers if not t.persisted]
+    # A timer set and cancelled within this transaction never needs a row.
+    new_timers = [
+        _timer_row(t, now)
+        for t in all_timers
+        if not t.persisted and t.status is not TimerStatus.CANCELLED
+    ]
     if new_timers:
         conn.execute(insert(timers), new_timers)
     changed_timers = [
@@ -300,18 +305,46 @@ def due_clusters(
     conn: Connection, until: datetime, limit: int, breaches_until: datetime | None = None
 ) -> list[str]:
     """Clusters with a pending timer due by `until` (a breach: by `breaches_until` where
-    given), earliest first."""
+    given), earliest first: by their earliest due timer, then cluster id.
+
+    The next due timers are read in that order from the pending timers' index, a window
+    at a time, until they name `limit` clusters: a round costs the same whatever the
+    size of the backlog behind it.
+    """
     due = timers.c.due_at <= until
     if breaches_until is not None:
         due = and_(
             due,
             or_(timers.c.kind != TimerKind.BREACH.value, timers.c.due_at <= breaches_until),
         )
-    query = (
-        select(timers.c.cluster_id)
-        .where(timers.c.status == TimerStatus.PENDING.value, due)
-        .group_by(timers.c.cluster_id)
-        .order_by(func.min(timers.c.due_at))
-        .limit(limit)
-    )
-    return list(conn.execute(query).scalars())
+    window = max(1, limit) * _TIMERS_PER_CLUSTER
+    while True:
+        query = (
+            select(timers.c.cluster_id)
+            .where(PENDING_TIMER, due)
+            .order_by(timers.c.due_at, timers.c.cluster_id)
+            .limit(window)
+        )
+        rows = list(conn.execute(query).scalars())
+        found = list(dict.fromkeys(rows))  # first appearance: earliest due timer
+        if len(found) >= limit or len(rows) < window:
+            return found[:limit]
+        window *= 4  # clusters with many due timers each: look further
+
+
+def next_due(
+    conn: Connection, after: datetime, breach_allowance: timedelta = timedelta(0)
+) -> datetime | None:
+    """When the next pending timer comes due after `after`: a breach only
+    `breach_allowance` after its due time (the wall clock's late_result_allowance)."""
+    breach = timers.c.kind == TimerKind.BREACH.value
+    other = conn.execute(
+        select(func.min(timers.c.due_at)).where(PENDING_TIMER, ~breach, timers.c.due_at > after)
+    ).scalar_one()
+    first_breach = conn.execute(
+        select(func.min(timers.c.due_at)).where(
+            PENDING_TIMER, breach, timers.c.due_at > after - breach_allowance
+        )
+    ).scalar_one()
+    times = [other, first_breach + breach_allowance if first_breach is not None else None]
+    return min((t for t in times if t is not None), default=None)

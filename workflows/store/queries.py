@@ -8,7 +8,16 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from workflows.aggregate import TimerKind
-from workflows.store.tables import clusters, history, labels, obligations, outbox, parked, timers
+from workflows.store.tables import (
+    PENDING_TIMER,
+    clusters,
+    history,
+    labels,
+    obligations,
+    outbox,
+    parked,
+    timers,
+)
 
 
 def cluster_view(conn: Connection, cluster_id: str) -> dict[str, Any] | None:
@@ -26,7 +35,14 @@ def cluster_view(conn: Connection, cluster_id: str) -> dict[str, Any] | None:
         "cluster": dict(found),
         "labels": rows(labels, labels.c.valid_until, labels.c.level),
         "obligations": rows(obligations, obligations.c.due_on, obligations.c.kind),
-        "timers": [t for t in rows(timers, timers.c.due_at) if t["status"] == "pending"],
+        "timers": [
+            dict(r)
+            for r in conn.execute(
+                select(timers)
+                .where(timers.c.cluster_id == cluster_id, PENDING_TIMER)
+                .order_by(timers.c.due_at)
+            ).mappings()
+        ],
         "history": rows(history, history.c.id),
         "parked": parked_view(conn, cluster_id),
     }
@@ -43,7 +59,7 @@ def backlog(
         select(func.count(), func.min(outbox.c.created_at)).where(outbox.c.sent_at.is_(None))
     ).one()
     waiting = conn.execute(select(func.count(), func.min(parked.c.parked_at))).one()
-    pending = timers.c.status == "pending"
+    pending = PENDING_TIMER
     timer_count = conn.execute(select(func.count()).where(pending)).scalar_one()
     breach = timers.c.kind == TimerKind.BREACH.value
     other_since = conn.execute(

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    literal_column,
 )
 
 
@@ -99,15 +100,32 @@ timers = Table(
     "timers",
     metadata,
     Column("timer_id", String(36), primary_key=True),
-    Column("cluster_id", String(64), nullable=False, index=True),
+    Column("cluster_id", String(64), nullable=False),
     Column("kind", String(16), nullable=False),
     Column("due_at", UTCDateTime, nullable=False),
     Column("ref", String(64), nullable=False),
     Column("days_left", Integer),
     Column("status", String(16), nullable=False),
     Column("closed_at", UTCDateTime),  # when it fired or was cancelled (retention)
-    Index("ix_timers_status_due_at", "status", "due_at"),
     Index("ix_timers_closed_at", "closed_at"),
+)
+
+# Fired and cancelled timers only wait for retention: the indexes that firing and
+# loading use hold the pending ones alone. A query uses them when it states this very
+# predicate, with the literal (a bound parameter would hide it from the planners).
+PENDING_TIMER = timers.c.status == literal_column("'pending'")
+Index(
+    "ix_timers_pending_due_at",
+    timers.c.due_at,
+    timers.c.cluster_id,
+    postgresql_where=PENDING_TIMER,
+    sqlite_where=PENDING_TIMER,
+)
+Index(
+    "ix_timers_pending_cluster_id",
+    timers.c.cluster_id,
+    postgresql_where=PENDING_TIMER,
+    sqlite_where=PENDING_TIMER,
 )
 
 history = Table(
