@@ -12,6 +12,7 @@ from datetime import date
 from sqlalchemy import Engine
 
 from consumers.config import Settings
+from consumers.tracing import Tracing, from_environment
 from office.programme import ProgrammeOffice
 from workflows.dates import Clock, WallClock
 from workflows.engine import Workflow
@@ -31,9 +32,11 @@ class App:
     db: Engine
     clock: Clock
     workflow: Workflow
+    tracing: Tracing
 
     def close(self) -> None:
         self.db.dispose()
+        self.tracing.shutdown()  # exports the spans still buffered
 
 
 def build(
@@ -42,15 +45,25 @@ def build(
     clock: Clock | None = None,
     mark_sent: bool = False,
     migrate: bool = True,
+    tracing: Tracing | None = None,
 ) -> App:
+    """`tracing` None: as the OTEL_* variables say (off unless an exporter is named)."""
     settings = settings or Settings()
+    tracing = tracing or from_environment()
     policy = load_policy(settings.policy)
     db = create_db_engine(settings.database_url, limits=settings.session_limits())
     if migrate:
         ensure_schema(db)
     clock = clock or WallClock()
-    workflow = Workflow(db, policy, clock, settings.service_source, mark_sent=mark_sent)
-    return App(settings, policy, db, clock, workflow)
+    workflow = Workflow(
+        db,
+        policy,
+        clock,
+        settings.service_source,
+        mark_sent=mark_sent,
+        schema_base=settings.schema_base_url,
+    )
+    return App(settings, policy, db, clock, workflow, tracing)
 
 
 def build_office(settings: Settings, *, today: date | None = None) -> ProgrammeOffice:

@@ -26,6 +26,7 @@ from consumers.broker_probe import unreachable
 from consumers.config import REDACTED, Settings
 from consumers.logs import configure_logging
 from consumers.records import DLQ_ERROR_CLASSES
+from consumers.tracing import TracingError
 from office import ical, server, terminal
 from office.programme import ProgrammeOffice, WindowError
 from schemas.messages import Level
@@ -234,7 +235,7 @@ def run(clock_mode: str, create_topics: bool, partitions: int, only: tuple[str, 
             partitions=partitions,
             loops=frozenset(only) or service.LOOPS,
         )
-    except (PolicyError, SchemaOutOfDate) as exc:
+    except (PolicyError, SchemaOutOfDate, TracingError) as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(code)
 
@@ -389,7 +390,7 @@ def serve_office(host: str, port: int, today: date | None) -> None:
         raise click.ClickException(str(exc)) from None
     with _office(today) as office:
         try:
-            server.serve(office, host, port, token)
+            server.serve(office, host, port, token, settings.schema_base_url)
         except OSError as exc:
             raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
@@ -522,7 +523,7 @@ def _build(**kwargs: Any) -> Any:
     settings = settings_or_exit()
     try:
         return build(settings, **kwargs)
-    except (PolicyError, SchemaOutOfDate) as exc:
+    except (PolicyError, SchemaOutOfDate, TracingError) as exc:
         raise click.ClickException(str(exc)) from None
     except SQLAlchemyError as exc:
         raise database_problem(settings, exc) from None

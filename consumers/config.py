@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from schemas.published import DEFAULT_SCHEMA_BASE_URL, check_base_url
 from schemas.uri import is_uri_reference
 from workflows.store.database import SessionLimits
 from workflows.store.retention import Horizons
@@ -146,6 +147,9 @@ class Settings(BaseSettings):
     retention_history: timedelta | None = None  # the audit trail
     retention_interval_s: float = Field(default=600.0, gt=0)
     retention_batch: int = Field(default=1000, gt=0, le=100_000)
+    # Outputs' `dataschema` is this base + the schema's file name; `gocluster serve`
+    # publishes the files under /schemas/, so point it there (docs/contract.md section 4).
+    schema_base_url: str = DEFAULT_SCHEMA_BASE_URL
 
     @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
     @classmethod
@@ -195,6 +199,11 @@ class Settings(BaseSettings):
         if not is_uri_reference(value):
             raise ValueError("must be a URI-reference such as /gocluster/membership")
         return value
+
+    @field_validator("schema_base_url")
+    @classmethod
+    def _schema_base(cls, value: str) -> str:
+        return check_base_url(value)
 
     @field_validator("kafka_bootstrap")
     @classmethod

@@ -29,6 +29,7 @@ from consumers.kafka_auth import AUTH_FAILURES
 from consumers.metrics import Metrics
 from consumers.records import DecodeFailure, RecordOrigin, record_to_event_dict
 from consumers.retry import Backoff
+from consumers.tracing import Tracing
 from schemas.errors import ErrorClass, Rejected
 from schemas.validate import parse_event
 from workflows.engine import BatchResult, Inbound, Workflow
@@ -112,8 +113,10 @@ class EventConsumer:
         metrics: Metrics | None = None,
         progress: LoopState | None = None,
         on_poll: Callable[[str, int], None] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.workflow = workflow
+        self.tracing = tracing or Tracing()  # off
         self.progress = progress  # liveness: beats after every round
         self.on_poll = on_poll  # readiness: group state and partitions after every poll
         self.metrics = metrics
@@ -179,11 +182,14 @@ class EventConsumer:
         records = [r for batch in polled.values() for r in batch]
         if not records:
             return 0
-        items = [decode(r, self.max_record_bytes) for r in records]
+        decoded = [decode(r, self.max_record_bytes) for r in records]
+        applying = self.tracing.applying(records, decoded)
+        items = applying.items
         started = time.perf_counter()
         try:
             result = self.workflow.apply_batch(items)
         except SQLAlchemyError as exc:
+            applying.end(None, error="database unavailable; the batch is retried")
             self._rewind(polled)
             delay = self.backoff.next_delay()
             log.error(
@@ -194,6 +200,7 @@ class EventConsumer:
             )
             self.stop.wait(delay)
             return 0
+        applying.end(result)
         self.backoff.reset()
         elapsed_ms = (time.perf_counter() - started) * 1000
         if self.metrics is not None:

@@ -25,14 +25,17 @@ from typing import Any
 import structlog
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
+from opentelemetry.trace import Span
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from consumers.health import LoopState
 from consumers.metrics import Metrics
-from consumers.records import STRUCTURED_HEADERS, RecordOrigin, dlq_record, structured_value
+from consumers.records import RecordOrigin, dlq_record, output_headers, structured_value
 from consumers.relay_leadership import Leadership, LostLease
 from consumers.retry import Backoff
+from consumers.tracing import Tracing
+from schemas.published import DEFAULT_SCHEMA_BASE_URL, dataschema
 from workflows.dates import Clock
 from workflows.store import messages
 from workflows.store.messages import OutboxRow
@@ -63,8 +66,12 @@ class OutboxRelay:
         max_record_bytes: int = MAX_PUBLISH_BYTES,
         progress: LoopState | None = None,
         lease_s: float = DEFAULT_LEASE_S,
+        schema_base: str = DEFAULT_SCHEMA_BASE_URL,
+        tracing: Tracing | None = None,
     ) -> None:
         self.db = db
+        self.schema_base = schema_base  # for rows stored before outputs carried dataschema
+        self.tracing = tracing or Tracing()  # off
         self.progress = progress  # liveness: beats after every round
         self.max_record_bytes = max_record_bytes
         self.metrics = metrics
@@ -193,10 +200,13 @@ class OutboxRelay:
         return len(rows)
 
     def _publish(self, producer: KafkaProducer, rows: list[OutboxRow]) -> int:
-        futures = []
+        futures: list[Any] = []
+        spans: list[Span | None] = []
         try:
             for row in rows:
                 topic, key, value, headers = self._record(row)
+                if row.stream != "dlq":
+                    spans.append(self.tracing.publishing(row.payload, topic, headers))
                 futures.append(producer.send(topic, key=key, value=value, headers=headers))
         except KafkaError as exc:
             # Rows before this one are in flight: flush them so the acked prefix is
@@ -208,6 +218,10 @@ class OutboxRelay:
             producer.flush(timeout=FLUSH_TIMEOUT_S)
         except KafkaError as exc:
             log.warning("publishing failed", error=repr(exc))
+        if self.tracing.enabled:
+            # futures[i] is rows[i]'s; a send that raised leaves the rest without one
+            sent = zip(rows, futures, strict=False)
+            self.tracing.published(spans, [f for r, f in sent if r.stream != "dlq"])
         acked = 0
         for future in futures:
             if not future.is_done or future.failed():
@@ -288,8 +302,10 @@ class OutboxRelay:
                 value = None
                 self.without_value.add(row.seq)
             return self.topics["dlq"], key, value, headers
+        if "dataschema" not in payload:  # stored by a version before dataschema: add it now
+            payload = {**payload, "dataschema": dataschema(self.schema_base, payload["type"])}
         key = (row.cluster_id or "").encode("utf-8")
-        return self.topics[row.stream], key, structured_value(payload), list(STRUCTURED_HEADERS)
+        return self.topics[row.stream], key, structured_value(payload), output_headers(payload)
 
     def close(self) -> None:
         """Close the producer and hand the lease over (used at shutdown and by tick)."""

@@ -35,6 +35,7 @@ __all__ = [
     "DecodeFailure",
     "RecordOrigin",
     "dlq_record",
+    "output_headers",
     "record_to_event_dict",
     "structured_value",
 ]
@@ -173,6 +174,19 @@ def dlq_record(
     # "replace": a message quoting undecodable input must not make the DLQ write fail.
     headers = list(origin.headers) + [(k, v.encode("utf-8", "replace")) for k, v in extra]
     return origin.key, origin.value, headers
+
+
+ROUTING_ATTRIBUTES = ("id", "type", "source", "subject")
+
+
+def output_headers(event: Mapping[str, Any]) -> list[tuple[str, bytes]]:
+    """Headers of a structured-mode output record: the content type, and `ce_id`,
+    `ce_type`, `ce_source`, `ce_subject` repeating those attributes, so a consumer can
+    route and filter without parsing the value (the value stays the whole event)."""
+    return [
+        *STRUCTURED_HEADERS,
+        *((f"{_CE_PREFIX}{name}", str(event[name]).encode("utf-8")) for name in ROUTING_ATTRIBUTES),
+    ]
 
 
 def structured_value(event: Mapping[str, Any]) -> bytes:

@@ -76,6 +76,8 @@ def make_relay(
         # Below the producer's max_request_size by more than the record batch framing.
         max_record_bytes=config["max_request_size"] - 1024,
         lease_s=app.settings.relay_lease_s,
+        schema_base=app.settings.schema_base_url,
+        tracing=app.tracing,
     )
 
 
@@ -154,6 +156,7 @@ class Service:
             metrics=self.metrics,
             progress=states.get("consumer"),
             on_poll=self.health.consumer_polled,
+            tracing=app.tracing,
         )
         # The relay has a stop of its own, set by join() once the consumer and the timer
         # loop have finished: its final flush then publishes their last batch too.

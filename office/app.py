@@ -2,9 +2,14 @@
 
 Read-only by construction: every route is a GET on a database engine whose
 sessions cannot write. With a token configured every request but `/healthz`
-must carry it, as a bearer token or as the password of HTTP Basic (which
-browsers prompt for and calendar clients can store, so the dashboard and a
-subscribed calendar work behind it too).
+and the contract's schema files must carry it, as a bearer token or as the
+password of HTTP Basic (which browsers prompt for and calendar clients can
+store, so the dashboard and a subscribed calendar work behind it too).
+
+`/schemas/<file>` publishes the JSON Schemas that output events name in their
+`dataschema`. They are open: they hold the public event contract and no
+programme data, and the consumers and schema registries that dereference a
+`dataschema` URI do so without this server's credentials.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from fastapi.staticfiles import StaticFiles
 from office import api, pages
 from office.models import Health
 from office.programme import ProgrammeOffice
+from schemas.published import DEFAULT_SCHEMA_BASE_URL, SCHEMA_MEDIA_TYPE, published_schema
 
 OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PREFIXES = ("/schemas/",)
 SECURITY_HEADERS = {
     # Everything is served from here; no script runs at all.
     "Content-Security-Policy": (
@@ -43,7 +50,11 @@ CHALLENGE = [
 Next = Callable[[Request], Awaitable[Response]]
 
 
-def create_app(office: ProgrammeOffice, token: str | None = None) -> FastAPI:
+def create_app(
+    office: ProgrammeOffice,
+    token: str | None = None,
+    schema_base: str = DEFAULT_SCHEMA_BASE_URL,
+) -> FastAPI:
     app = FastAPI(
         title="gocluster programme office",
         version=version("gocluster"),
@@ -89,6 +100,13 @@ def create_app(office: ProgrammeOffice, token: str | None = None) -> FastAPI:
         body = Health(status="ok" if ok else "unavailable", database="ok" if ok else "unreachable")
         return JSONResponse(body.model_dump(), 200 if ok else 503)
 
+    @app.get("/schemas/{file_name}", include_in_schema=False)
+    def schema(file_name: str) -> Response:
+        document = published_schema(file_name, schema_base)
+        if document is None:
+            return JSONResponse({"detail": f"no schema file {file_name[:100]!r}"}, 404)
+        return Response(document, media_type=SCHEMA_MEDIA_TYPE)
+
     app.include_router(api.router, responses={401: {"description": "token missing or wrong"}})
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(packages=[("office", "static")]), name="static")
@@ -96,7 +114,8 @@ def create_app(office: ProgrammeOffice, token: str | None = None) -> FastAPI:
 
 
 def _allowed(request: Request, token: str | None) -> bool:
-    if token is None or request.url.path in OPEN_PATHS:
+    path = request.url.path
+    if token is None or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
         return True
     return authorised(request.headers.get("authorization"), token)
 

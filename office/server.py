@@ -12,6 +12,7 @@ import uvicorn
 
 from office.app import create_app
 from office.programme import ProgrammeOffice
+from schemas.published import DEFAULT_SCHEMA_BASE_URL
 
 
 class UnsafeBind(ValueError):
@@ -35,14 +36,20 @@ def check_bind(host: str, token: str | None) -> None:
         )
 
 
-def serve(office: ProgrammeOffice, host: str, port: int, token: str | None) -> None:
+def serve(
+    office: ProgrammeOffice,
+    host: str,
+    port: int,
+    token: str | None,
+    schema_base: str = DEFAULT_SCHEMA_BASE_URL,
+) -> None:
     """Bind (so a taken port fails here, as an OSError), log the URL, serve until a signal."""
     check_bind(host, token)
     sock = _bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     config = uvicorn.Config(
-        create_app(office, token),
+        create_app(office, token, schema_base),
         log_config=None,  # uvicorn's loggers go through the service's logging set-up
         access_log=False,  # the app logs one line per request itself
         server_header=False,

@@ -305,13 +305,18 @@ _OUTPUT_DATES: dict[str, tuple[str, ...]] = {
 
 
 def check_output_values(event: Mapping[str, Any]) -> None:
-    """What the output schemas cannot say: real calendar dates, and ints written as ints.
+    """What the output schemas cannot say: real calendar dates, ints written as ints, and
+    exactly the documented fields.
 
     JSON Schema accepts 30.0 as an integer; a consumer in a typed language may
-    not, and we write the output, so `days_left` must be a Python int.
+    not, and we write the output, so `days_left` must be a Python int. The
+    published output schemas are open (a later version may add fields that
+    consumers ignore), but the producer writes exactly the fields of its version.
     """
     to_datetime(event["time"], "time")
     data = event["data"]
+    if extra := sorted(set(data) - set(_load_schema(event["type"])["properties"])):
+        raise Rejected(ErrorClass.SCHEMA, f"data: unexpected field(s): {', '.join(extra)}")
     for name in _OUTPUT_DATES[event["type"]]:
         to_date(data[name], f"data.{name}")
     if "days_left" in data and type(data["days_left"]) is not int:

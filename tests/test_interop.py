@@ -170,11 +170,6 @@ def test_story_produced_by_kcat_gives_the_outputs_of_an_offline_replay(
     assert kcat_read(kcat, bootstrap, kafka_topics.dlq) == []
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    reason="CONTRACT.md §1 wants ce_id/ce_type/ce_source/ce_subject headers on output records; "
-    "the relay writes only content-type (consumers/records.py STRUCTURED_HEADERS)",
-)
 def test_output_records_carry_the_ce_id_type_source_and_subject_headers(
     kcat: str, kafka_topics: KafkaTopics, sqlite_url: str, tmp_path: Path
 ) -> None:

@@ -59,11 +59,14 @@ def test_a_short_token_is_refused_naming_the_variable(story_url: str) -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_the_token_guards_every_route_but_healthz(story_url: str) -> None:
+def test_the_token_guards_every_route_but_healthz_and_the_published_schemas(
+    story_url: str,
+) -> None:
     env = office_env(story_url, GOCLUSTER_HTTP_TOKEN=TOKEN)
     basic = base64.b64encode(f"office:{TOKEN}".encode()).decode()
     with office_server(story_url, env) as base, httpx.Client(base_url=base, timeout=30) as http:
         assert http.get("/healthz").status_code == 200
+        assert http.get("/schemas/gocluster.label.awarded.json").status_code == 200
         for path in GUARDED:
             refused = http.get(path)
             assert refused.status_code == 401, path

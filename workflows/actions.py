@@ -40,6 +40,9 @@ class Step:
     outputs: list[Output] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     history: list[HistoryEntry] = field(default_factory=list)
+    # The W3C traceparent of the work that decided this step (the input record's apply
+    # span); its outputs carry it. Data handed in by the caller: the domain does no tracing.
+    trace: str | None = None
 
     def emit(self, kind: OutputType, time: datetime, **data: object) -> None:
         event_id = ids.output_id(self.cause_key, len(self.outputs))

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from schemas.messages import InputEvent
+from schemas.published import DEFAULT_SCHEMA_BASE_URL
 from schemas.validate import ErrorClass, Rejected, parse_event
 from workflows.aggregate import Cluster
 from workflows.dates import Clock
@@ -54,12 +55,13 @@ class Workflow:
         *,
         mark_sent: bool = False,
         release_budget: int = RELEASE_BUDGET,
+        schema_base: str = DEFAULT_SCHEMA_BASE_URL,
     ) -> None:
         self.db = db
         self.policy = policy
         self.clock = clock
         self.source = service_source
-        self.formats = OutputFormat(service_source, policy.zone, mark_sent)
+        self.formats = OutputFormat(service_source, policy.zone, mark_sent, schema_base)
         self.decider = Decider(policy, service_source)
         self.release_budget = release_budget
 
@@ -170,6 +172,7 @@ class Workflow:
         parking = Parking(conn, self.decider, now, self.release_budget)
         parking.load(cluster_ids)
         for item in items:
+            work.trace = item.trace
             if item.event is None:
                 assert item.rejected is not None
                 work.reject(item.origin, item.rejected.error_class, item.rejected.message)
@@ -252,11 +255,14 @@ class Workflow:
         )
 
     def _apply_one(self, work: UnitOfWork, cluster: Cluster, event: InputEvent) -> None:
+        """The cluster's timers due by the event's effective time, then the event itself;
+        their outputs carry the trace of the record being applied (if any)."""
         machine = self.decider.machine(cluster)
-        work.steps.extend(
-            self.decider.fire_due(cluster, machine, self.decider.effective_time(event))
-        )
-        work.steps.append(self.decider.apply(cluster, machine, event))
+        steps = self.decider.fire_due(cluster, machine, self.decider.effective_time(event))
+        steps.append(self.decider.apply(cluster, machine, event))
+        for step in steps:
+            step.trace = work.trace
+        work.steps.extend(steps)
 
     def _release(self, work: UnitOfWork, parking: Parking, cluster: Cluster) -> None:
         """Apply, in effective-time order, the parked events the cluster's state allows."""

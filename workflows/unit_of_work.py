@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection
 
 from schemas.messages import InputEvent, OutputType
+from schemas.published import DEFAULT_SCHEMA_BASE_URL, dataschema
 from schemas.validate import ErrorClass, Rejected
 from workflows.actions import Step
 from workflows.aggregate import Cluster, Output
@@ -33,6 +34,7 @@ class Inbound:
     origin: dict[str, Any]  # {"kind": "kafka", ...record...} or {"kind": "line", ...}
     event: InputEvent | None = None
     rejected: Rejected | None = None
+    trace: str | None = None  # W3C traceparent of its apply span (consumers/tracing.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,7 @@ class UnitOfWork:
     inbox_rows: list[dict[str, Any]] = field(default_factory=list)
     outcome_updates: list[tuple[str, str, str]] = field(default_factory=list)
     result: BatchResult = field(default_factory=BatchResult)
+    trace: str | None = None  # of the input record being applied; steps decided now carry it
 
     def cluster(self, cluster_id: str) -> Cluster:
         found = self.clusters.get(cluster_id)
@@ -117,11 +120,13 @@ class UnitOfWork:
 
 @dataclass(frozen=True, slots=True)
 class OutputFormat:
-    """How outputs become structured CloudEvents: the service's source and time zone."""
+    """How outputs become structured CloudEvents: the service's source, time zone and
+    the base URI of the published data schemas."""
 
     source: str
     zone: ZoneInfo
     mark_sent: bool  # replay prints its outputs instead of publishing them
+    schema_base: str = DEFAULT_SCHEMA_BASE_URL
 
 
 def write(conn: Connection, work: UnitOfWork, formats: OutputFormat) -> None:
@@ -146,13 +151,16 @@ def write(conn: Connection, work: UnitOfWork, formats: OutputFormat) -> None:
                 for h in entries
             ],
         )
-    rows = [_output_row(work, formats, o) for step in work.steps for o in step.outputs]
+    rows = [_output_row(work, formats, o, s.trace) for s in work.steps for o in s.outputs]
     rows += [_dlq_row(work, r) for r in work.result.rejections if r.origin.get("kind") == "kafka"]
     messages.enqueue(conn, rows)
     work.result.outputs = [r["payload"] for r in rows if r["stream"] != "dlq"]
 
 
-def _output_row(work: UnitOfWork, formats: OutputFormat, output: Output) -> dict[str, Any]:
+def _output_row(
+    work: UnitOfWork, formats: OutputFormat, output: Output, trace: str | None
+) -> dict[str, Any]:
+    """The complete event, as stored: the relay publishes these bytes, however often."""
     kind: OutputType = output.type
     payload = {
         "specversion": "1.0",
@@ -162,8 +170,11 @@ def _output_row(work: UnitOfWork, formats: OutputFormat, output: Output) -> dict
         "subject": output.cluster_id,
         "time": output.time.astimezone(formats.zone).isoformat(),
         "datacontenttype": "application/json",
+        "dataschema": dataschema(formats.schema_base, kind.value),
         "data": output.data,
     }
+    if trace is not None:
+        payload["traceparent"] = trace  # the CloudEvents distributed-tracing extension
     return {
         "event_id": output.event_id,
         "cluster_id": output.cluster_id,
