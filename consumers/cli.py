@@ -9,25 +9,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 import structlog
 from alembic.util import CommandError
-from kafka.errors import KafkaError
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from consumers import dlq as dlq_topic
-from consumers import offline, parked, retention_loop, service, show
+from consumers import offline, parked, show
 from consumers.bootstrap import build, build_office
-from consumers.broker_probe import unreachable
-from consumers.config import REDACTED, Settings
+from consumers.config import LOOPS, REDACTED, Settings
 from consumers.logs import configure_logging
 from consumers.records import DLQ_ERROR_CLASSES
 from consumers.tracing import TracingError
-from office import ical, server, terminal
+from office import terminal
 from office.programme import ProgrammeOffice, WindowError
 from schemas.messages import Level
 from workflows.aggregate import MemberState
@@ -42,6 +39,12 @@ from workflows.store.database import (
     upgrade,
 )
 from workflows.store.retention import prune as prune_rows
+
+if TYPE_CHECKING:
+    from consumers.dlq import DlqRecord
+
+# Kafka, the HTTP server and the service's loops are imported by the commands that use
+# them: `replay`, `show` and the other offline commands start without them.
 
 
 class Instant(click.ParamType):  # type: ignore[type-arg]
@@ -171,6 +174,8 @@ def replay(source: IO[bytes], now: datetime | None, dlq: IO[str], batch: int) ->
 )
 def tick(now: datetime, publish: bool, publish_timeout: float) -> None:
     """Fire every timer due up to --now and publish the results, then exit."""
+    from consumers.broker_probe import unreachable
+
     configure_logging(sys.stderr)
     warn_unknown_env()
     if publish and (problem := unreachable(settings_or_exit(), min(10.0, publish_timeout))):
@@ -219,11 +224,13 @@ def tick(now: datetime, publish: bool, publish_timeout: float) -> None:
     "--only",
     "only",
     multiple=True,
-    type=click.Choice(sorted(service.LOOPS)),
+    type=click.Choice(sorted(LOOPS)),
     help="Run only these loops (repeatable); default: all of them.",
 )
 def run(clock_mode: str, create_topics: bool, partitions: int, only: tuple[str, ...]) -> None:
     """Consume, apply, publish and fire timers until SIGTERM/SIGINT."""
+    from consumers import service
+
     configure_logging()
     warn_unknown_env()
     settings = settings_or_exit()
@@ -233,7 +240,7 @@ def run(clock_mode: str, create_topics: bool, partitions: int, only: tuple[str, 
             clock_mode=clock_mode,
             create=create_topics,
             partitions=partitions,
-            loops=frozenset(only) or service.LOOPS,
+            loops=frozenset(only) or LOOPS,
         )
     except (PolicyError, SchemaOutOfDate, TracingError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -369,6 +376,8 @@ def list_deadlines(
             raise click.UsageError(str(exc)) from None
         found = office.deadlines(window)
         if ics:
+            from office import ical
+
             sys.stdout.buffer.write(ical.calendar(found, office.clock.now(), lang))
             return
     click.echo(terminal.as_json(found) if as_json else terminal.deadlines_table(found))
@@ -380,6 +389,8 @@ def list_deadlines(
 @click.option("--today", type=Day(), help=TODAY_HELP)
 def serve_office(host: str, port: int, today: date | None) -> None:
     """The views over HTTP (API, iCalendar, dashboard), read-only, until SIGTERM/SIGINT."""
+    from office import server
+
     configure_logging()
     warn_unknown_env()
     settings = settings_or_exit()
@@ -455,6 +466,10 @@ def dlq_redrive(error_class: str | None, since: datetime | None, dry_run: bool) 
 
     Safe to repeat: events the service already received are skipped by its inbox.
     """
+    from kafka.errors import KafkaError
+
+    from consumers import dlq as dlq_topic
+
     configure_logging(sys.stderr)
     settings = settings_or_exit()
     records = _read_dlq(settings, error_class, since)
@@ -481,7 +496,12 @@ def dlq_redrive(error_class: str | None, since: datetime | None, dry_run: bool) 
 
 def _read_dlq(
     settings: Settings, error_class: str | None, since: datetime | None
-) -> list[dlq_topic.DlqRecord]:
+) -> list[DlqRecord]:
+    from kafka.errors import KafkaError
+
+    from consumers import dlq as dlq_topic
+    from consumers.broker_probe import unreachable
+
     if problem := unreachable(settings):
         raise click.ClickException(problem)
     try:
@@ -515,6 +535,8 @@ def prune(dry_run: bool) -> None:
         raise database_problem(app.settings, exc) from None
     finally:
         app.close()
+    from consumers import retention_loop
+
     for line in retention_loop.report(deleted, horizons, dry_run=dry_run):
         click.echo(line)
 

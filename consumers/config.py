@@ -417,3 +417,8 @@ def _reveal(secret: SecretStr | None) -> str | None:
 
 def _path(path: Path | None) -> str | None:
     return None if path is None else str(path)
+
+
+# The loops of `gocluster run` (consumers/service.py), here so that the command line
+# can offer them without importing the service.
+LOOPS = frozenset({"consumer", "relay", "timers", "retention"})

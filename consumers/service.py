@@ -16,7 +16,7 @@ from kafka.errors import KafkaError
 from sqlalchemy.exc import SQLAlchemyError
 
 from consumers.bootstrap import App, build
-from consumers.config import Settings
+from consumers.config import LOOPS, Settings
 from consumers.event_consumer import EventConsumer
 from consumers.health import Health, LoopState
 from consumers.http_server import serve_http
@@ -40,7 +40,6 @@ from workflows.dates import Clock
 log = structlog.get_logger("gocluster.service")
 
 # The loops; `gocluster run --only` runs a subset (e.g. a separate relay process).
-LOOPS = frozenset({"consumer", "relay", "timers", "retention"})
 
 
 def stream_topics(settings: Settings) -> dict[str, str]:

@@ -305,3 +305,19 @@ def test_tick_applies_a_parked_future_event_before_the_timers_it_precedes(
     assert "bm-from-2031" in causes
     times = [h["at"] for h in history]
     assert times == sorted(times), "the 2031 event took its place after every earlier timer"
+
+
+def test_replay_and_show_start_without_kafka_the_http_server_or_metrics(sqlite_url: str) -> None:
+    """The offline commands load only what they use: start-up is part of a replay's time."""
+    heavy = {"kafka", "fastapi", "uvicorn", "prometheus_client"}
+    for command in (["replay", str(SAMPLE)], ["show", "cluster-automotive"]):
+        # Python lists every module it imports on stderr: "import time: ... | name".
+        done = gocluster(sqlite_url, *command, env={"PYTHONPROFILEIMPORTTIME": "1"})
+        assert done.returncode == 0, done.stderr[-2000:]
+        imported = {
+            line.rsplit("|", 1)[1].strip().split(".")[0]
+            for line in done.stderr.splitlines()
+            if line.startswith("import time:")
+        }
+        assert "sqlalchemy" in imported  # the listing is there
+        assert not heavy & imported, command

@@ -35,9 +35,10 @@ from workflows.aggregate import (
     TimerStatus,
 )
 from workflows.dates import start_of_day
-from workflows.membership import MembershipMachine, allows
+from workflows.membership import SELF_TRANSITIONS, MembershipMachine, allows
 from workflows.policy import Policy
 from workflows.rules import evaluate_interview
+from workflows.self_transitions import run_self_transition
 
 _MACHINE_EVENT = {
     EventType.APPLICATION_SUBMITTED: "submit",
@@ -93,8 +94,13 @@ class Refuse:
 
 
 class Decider:
-    def __init__(self, policy: Policy, service_source: str) -> None:
+    def __init__(
+        self, policy: Policy, service_source: str, *, fast_self_transitions: bool = True
+    ) -> None:
         self.policy = policy
+        # Internal self-transitions skip `send`'s event loop (workflows/self_transitions.py);
+        # False sends every event, the reference the property test compares against.
+        self.self_transitions = SELF_TRANSITIONS if fast_self_transitions else {}
         # Timers are the service's own causes: their outputs cite (service source, timer id).
         self.service_source = service_source
         self.actions = Actions(policy)
@@ -259,8 +265,12 @@ class Decider:
     ) -> None:
         before = cluster.state
         machine.bind(cluster)
+        fast = self.self_transitions.get((before, name))
         try:
-            machine.send(name, **kwargs)
+            if fast is not None:
+                run_self_transition(machine, fast, name, kwargs)
+            else:
+                machine.send(name, **kwargs)
         except TransitionNotAllowed as exc:  # guarded by allowed_events_names; a bug if hit
             raise RuntimeError(f"statechart refused {name} in {before}: {exc}") from exc
         after = cluster.state

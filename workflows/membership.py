@@ -27,6 +27,7 @@ from workflows.aggregate import (
     Obligation,
 )
 from workflows.rules import Verdict, admission_obligations, obligations_met_by
+from workflows.self_transitions import self_transitions
 
 
 class _Binding:
@@ -216,3 +217,9 @@ def allows(state: str, event: str) -> bool:
     Read from the class once, so refusing or parking an event costs no send.
     """
     return event in _ALLOWED.get(state, frozenset())
+
+
+# The (state, event) pairs that `send` always answers with an internal self-transition,
+# read from the chart (workflows/self_transitions.py): the decider runs their callbacks
+# without the library's event loop.
+SELF_TRANSITIONS = self_transitions(MembershipMachine)

@@ -22,6 +22,7 @@ from schemas.validate import ErrorClass, Rejected
 from workflows.actions import Step
 from workflows.aggregate import Cluster, Output
 from workflows.store import aggregates, messages
+from workflows.store.bulk import insert_rows
 from workflows.store.tables import history
 
 _STREAM = {"label": "labels", "deadline": "deadlines", "membership": "membership"}
@@ -134,23 +135,23 @@ def write(conn: Connection, work: UnitOfWork, formats: OutputFormat) -> None:
     messages.set_outcomes(conn, work.outcome_updates)
     aggregates.save(conn, [c for c in work.clusters.values() if c.changed], work.now)
     entries = [h for step in work.steps for h in step.history]
-    if entries:
-        conn.execute(
-            history.insert(),
-            [
-                {
-                    "cluster_id": h.cluster_id,
-                    "at": h.at,
-                    "cause_id": h.cause_id,
-                    "cause_type": h.cause_type,
-                    "from_state": h.from_state,
-                    "to_state": h.to_state,
-                    "note": h.note,
-                    "recorded_at": work.now,
-                }
-                for h in entries
-            ],
-        )
+    insert_rows(
+        conn,
+        history,
+        [
+            {
+                "cluster_id": h.cluster_id,
+                "at": h.at,
+                "cause_id": h.cause_id,
+                "cause_type": h.cause_type,
+                "from_state": h.from_state,
+                "to_state": h.to_state,
+                "note": h.note,
+                "recorded_at": work.now,
+            }
+            for h in entries
+        ],
+    )
     rows = [_output_row(work, formats, o, s.trace) for s in work.steps for o in s.outputs]
     rows += [_dlq_row(work, r) for r in work.result.rejections if r.origin.get("kind") == "kafka"]
     messages.enqueue(conn, rows)

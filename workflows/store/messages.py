@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select, update
 
 from workflows.store.aggregates import StaleAggregate
+from workflows.store.bulk import insert_rows
 from workflows.store.tables import inbox, outbox, parked, parked_wakeups
 
 IN_CLAUSE_CHUNK = 500  # keeps parameter counts well under every backend's limit
@@ -42,8 +43,7 @@ def seen(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, s
 
 
 def record_received(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(insert(inbox), list(rows))
+    insert_rows(conn, inbox, rows)
 
 
 def set_outcomes(conn: Connection, outcomes: Sequence[tuple[str, str, str]]) -> None:
@@ -71,8 +71,7 @@ class OutboxRow:
 
 
 def enqueue(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(insert(outbox), list(rows))
+    insert_rows(conn, outbox, rows)
 
 
 def unsent(conn: Connection, limit: int, after_seq: int = 0) -> list[OutboxRow]:
