@@ -54,7 +54,14 @@ def _output_row(n: int) -> dict[str, Any]:
         "event_id": event_id,
         "cluster_id": f"c-{n}",
         "stream": "labels",
-        "payload": {"id": event_id, "subject": f"c-{n}", "data": {"n": n}},
+        "payload": {
+            "specversion": "1.0",
+            "id": event_id,
+            "type": "gocluster.label.awarded",
+            "source": "/gocluster/membership",
+            "subject": f"c-{n}",
+            "data": {"n": n},
+        },
         "created_at": NOW,
         "sent_at": None,
     }
