@@ -82,18 +82,23 @@ CHILD_LIFETIME_S = 3600.0  # a pass-through child never outlives this, whatever 
 
 
 def _cause(record: Any) -> str | None:
-    """The input event id an output record answers."""
-    for name, value in record.headers or ():
-        if name == "ce_id":  # the pass-through of a binary-mode input
-            return str(value.decode())
+    """The input event id an output record answers: the service's outputs name it as
+    `data.cause_id` (structured or binary mode); the pass-through copies the input,
+    whose id is in the `ce_id` header (binary) or the envelope (structured)."""
     try:
         event = json.loads(record.value)
     except (TypeError, ValueError):
-        return None
-    data = event.get("data")
-    if isinstance(data, dict) and "cause_id" in data:
-        return str(data["cause_id"])
-    return str(event.get("id"))
+        event = None
+    if isinstance(event, dict):
+        data = event.get("data") if "specversion" in event else event
+        if isinstance(data, dict) and "cause_id" in data:
+            return str(data["cause_id"])
+    for name, value in record.headers or ():
+        if name == "ce_id":
+            return str(value.decode())
+    if isinstance(event, dict) and "id" in event:
+        return str(event["id"])
+    return None
 
 
 class Receiver(threading.Thread):
@@ -172,10 +177,13 @@ def system_under_test(
     log_path = scratch / f"{config}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, env=env
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
         )
         try:
             yield process
+        except RuntimeError as exc:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{config}: {exc}; its log ends:\n{tail}") from exc
         finally:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, select
 
 from tests.builders import assessed, scheduled, submitted, typed
 from tests.conftest import SERVICE_SOURCE
+from workflows import parking
 from workflows.dates import FixedClock
 from workflows.decider import Decider
 from workflows.engine import Inbound, Workflow
@@ -21,6 +22,15 @@ from workflows.store.tables import history, parked
 CLUSTER = "cluster-a"
 NOW = datetime(2026, 1, 10, tzinfo=UTC)
 FIRST_PLAN = datetime(2025, 6, 1, 8, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True, params=["read-per-state", "read-at-once"])
+def stored_parked_reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs both ways of reading a cluster's stored parked events: a query per
+    change of state, and all of them with one query per transaction (workflows/parking.py)."""
+    per_cluster = 0 if request.param == "read-per-state" else 10_000
+    monkeypatch.setattr(parking, "PREFETCH_PER_CLUSTER", per_cluster)
+    monkeypatch.setattr(parking, "PREFETCH_ROWS", 10_000)
 
 
 def line(raw: dict[str, Any], number: int = 1) -> Inbound:

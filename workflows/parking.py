@@ -10,7 +10,9 @@ more than max_clock_skew. Its release follows two rules:
   not re-read when the application is assessed), and read again from the start
   whenever the state changes, since an earlier one may now be possible. Each
   parked event is looked at once per state it meets: the work is linear in the
-  events released.
+  events released. Clusters with few stored parked events have them all read
+  with one query per transaction and filtered here; a cluster with no stored
+  parked events costs no query at all.
 - A budget per transaction. A cluster with more releasable events than the
   budget leaves the rest for the next transaction: it gets a wake-up "now",
   the timer loop (or `tick`, or the end of `replay`) continues the release, and
@@ -35,6 +37,11 @@ from workflows.store import messages
 from workflows.store.messages import ParkedEvent
 
 RELEASE_BUDGET = 500  # parked events released per transaction: about one polled batch
+# A transaction reads all stored parked events of its clusters at once when each has
+# at most PREFETCH_PER_CLUSTER and together at most PREFETCH_ROWS; a cluster with more
+# is read per change of state, a page at a time.
+PREFETCH_PER_CLUSTER = 64
+PREFETCH_ROWS = 5_000
 _LAST = 1 << 62  # events parked in this transaction sort after stored ones of equal time
 
 
@@ -48,10 +55,13 @@ class Parking:
         self.edge = now + decider.policy.max_clock_skew  # effective by this: not in the future
         self.budget = budget
         self.with_parked: set[str] = set()  # clusters that have parked events
+        self.stored: set[str] = set()  # ... of them stored by earlier transactions
+        self.cached: dict[str, list[ParkedEvent]] = {}  # all stored ones of a cluster
         self.due: set[str] = set()  # clusters whose wake-up has come
         self.new: dict[str, list[ParkedEvent]] = defaultdict(list)  # parked in this transaction
         self.gone: set[int] = set()  # id() of new ones released again before the write
         self.unpark: list[int] = []  # stored rows released, not yet deleted
+        self.taken_rows: set[int] = set()  # stored rows released in this transaction
         self.skipped: set[int] = set()  # id() of stored or new events found still waiting
         self.skipped_rows: defaultdict[str, list[int]] = defaultdict(list)
         self.examined: Counter[str] = Counter()
@@ -60,7 +70,18 @@ class Parking:
         self.rewake: set[str] = set()  # clusters whose wake-up is written anew
 
     def load(self, cluster_ids: list[str]) -> None:
-        self.with_parked |= messages.with_parked(self.conn, cluster_ids)
+        counts = messages.parked_counts(self.conn, cluster_ids)
+        self.stored |= counts.keys()
+        self.with_parked |= counts.keys()
+        few: list[str] = []
+        rows = 0
+        for cluster_id, count in sorted(counts.items(), key=lambda item: item[1]):
+            if count > PREFETCH_PER_CLUSTER or rows + count > PREFETCH_ROWS:
+                break
+            few.append(cluster_id)
+            rows += count
+        if few:
+            self.cached.update(messages.parked_for(self.conn, few))
         wakeups = messages.wakeups(self.conn, cluster_ids)
         self.due |= {c for c, at in wakeups.items() if at <= self.edge}
 
@@ -116,6 +137,7 @@ class Parking:
             self.gone.add(id(parked))
         else:
             self.unpark.append(parked.row_id)
+            self.taken_rows.add(parked.row_id)
 
     def skip(self, parked: ParkedEvent) -> None:
         """Still waiting (an exclusion due before it): not offered again in this transaction."""
@@ -142,11 +164,22 @@ class Parking:
         messages.set_wakeups(self.conn, wake)
 
     def _candidates(self, cluster_id: str, state: str, limit: int) -> list[ParkedEvent]:
-        self._flush()
         types = Decider.releasable_types(state)
-        stored = messages.releasable(
-            self.conn, cluster_id, types, self.edge, limit, self.skipped_rows[cluster_id]
-        )
+        stored: list[ParkedEvent] = []
+        if cluster_id in self.cached:
+            stored = [
+                p
+                for p in self.cached[cluster_id]
+                if p.row_id not in self.taken_rows
+                and id(p) not in self.skipped
+                and (p.event_type is None or p.event_type in types)
+                and p.effective_at <= self.edge
+            ]
+        elif cluster_id in self.stored:
+            self._flush()
+            stored = messages.releasable(
+                self.conn, cluster_id, types, self.edge, limit, self.skipped_rows[cluster_id]
+            )
         fresh = [
             p
             for p in self.new.get(cluster_id, ())

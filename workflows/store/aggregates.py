@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, String, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, String, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from schemas.messages import Level
@@ -27,6 +27,7 @@ from workflows.aggregate import (
     TimerKind,
     TimerStatus,
 )
+from workflows.store.bulk import insert_rows
 from workflows.store.tables import PENDING_TIMER, clusters, labels, obligations, timers
 
 _TIMERS_PER_CLUSTER = 4  # the first window of due timers read for each cluster wanted
@@ -145,7 +146,7 @@ def save(conn: Connection, aggregates: Sequence[Cluster], now: datetime) -> None
     new = [c for c in aggregates if not c.persisted]
     changed = [c for c in aggregates if c.persisted and c.changed]
     if new:
-        conn.execute(insert(clusters), [_cluster_row(c, now) | {"version": 1} for c in new])
+        insert_rows(conn, clusters, [_cluster_row(c, now) | {"version": 1} for c in new])
     if changed:
         stmt = (
             update(clusters)
@@ -196,7 +197,7 @@ def _save_children(conn: Connection, aggregates: Sequence[Cluster], now: datetim
     all_timers = [t for c in aggregates for t in c.timers]
     new_labels = [_label_row(lb) for lb in all_labels if not lb.persisted]
     if new_labels:
-        conn.execute(insert(labels), new_labels)
+        insert_rows(conn, labels, new_labels)
     changed_labels = [
         {"b_id": lb.label_id, "status": lb.status.value}
         for lb in all_labels
@@ -211,7 +212,7 @@ def _save_children(conn: Connection, aggregates: Sequence[Cluster], now: datetim
         )
     new_obl = [_obligation_row(o) for o in all_obligations if not o.persisted]
     if new_obl:
-        conn.execute(insert(obligations), new_obl)
+        insert_rows(conn, obligations, new_obl)
     changed_obl = [
         {"b_id": o.obligation_id, "status": o.status.value, "closed_by": o.closed_by}
         for o in all_obligations
@@ -231,7 +232,7 @@ def _save_children(conn: Connection, aggregates: Sequence[Cluster], now: datetim
         if not t.persisted and t.status is not TimerStatus.CANCELLED
     ]
     if new_timers:
-        conn.execute(insert(timers), new_timers)
+        insert_rows(conn, timers, new_timers)
     changed_timers = [
         {"b_id": t.timer_id, "status": t.status.value, "closed_at": _closed_at(t, now)}
         for t in all_timers

@@ -1,9 +1,9 @@
-"""Bulk inserts of the rows every event writes (inbox, history, outbox), without
-SQLAlchemy's per-row parameter processing.
+"""Bulk inserts of the rows events write (inbox, history, outbox; new clusters,
+labels, obligations and timers), without SQLAlchemy's per-row parameter processing.
 
 `conn.execute(insert(table), rows)` builds and processes a parameter set per row through
-its generic machinery; on the three tables every event writes that is a sizeable share
-of a batch. Here the INSERT is compiled once per table, columns and dialect, and the rows
+its generic machinery; on the tables a batch inserts into that is a sizeable share of
+the batch. Here the INSERT is compiled once per table, columns and dialect, and the rows
 go to `exec_driver_sql` (so errors, events and the transaction stay SQLAlchemy's) with
 only the bind processors their columns have (UTC datetimes, JSON): the stored values are
 the ones `conn.execute(insert(table), rows)` stores. Everything else stays on Core.

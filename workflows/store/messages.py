@@ -144,12 +144,17 @@ def expired_parked(conn: Connection, parked_before: datetime, limit: int) -> lis
     return [_parked(row) for row in conn.execute(query).mappings()]
 
 
-def with_parked(conn: Connection, cluster_ids: Sequence[str]) -> set[str]:
-    """Which of these clusters have parked events (most have none: no release to look for)."""
-    found: set[str] = set()
+def parked_counts(conn: Connection, cluster_ids: Sequence[str]) -> dict[str, int]:
+    """How many parked events each of these clusters has (most have none: no release to
+    look for, and they are left out)."""
+    found: dict[str, int] = {}
     for chunk in _chunks(sorted(set(cluster_ids))):
-        query = select(parked.c.cluster_id).where(parked.c.cluster_id.in_(list(chunk))).distinct()
-        found.update(conn.execute(query).scalars())
+        query = (
+            select(parked.c.cluster_id, func.count())
+            .where(parked.c.cluster_id.in_(list(chunk)))
+            .group_by(parked.c.cluster_id)
+        )
+        found.update((cluster_id, int(count)) for cluster_id, count in conn.execute(query))
     return found
 
 
