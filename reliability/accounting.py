@@ -12,7 +12,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import select
 
-from reliability.context import wait_for
+from tests.service_process import wait_until
 from workflows.store.database import create_db_engine
 from workflows.store.tables import outbox
 
@@ -28,7 +28,7 @@ def waiting_records(bootstrap: str, group_id: str, topics: Sequence[str]) -> dic
     try:
         parts = []
         for topic in topics:
-            found = wait_for(lambda t=topic: consumer.partitions_for_topic(t), 30, topic)
+            found = wait_until(lambda t=topic: consumer.partitions_for_topic(t), 30, topic)
             parts += [TopicPartition(topic, p) for p in sorted(found)]
         ends = consumer.end_offsets(parts)
         waiting = {}

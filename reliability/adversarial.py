@@ -21,12 +21,12 @@ from kafka import KafkaProducer
 from reliability.accounting import waiting_records
 from reliability.adversarial_cases import Case, cases, record
 from reliability.checks import at_most, fmt, verdict
-from reliability.context import Context, say, wait_for
+from reliability.context import Context, say
 from reliability.outputs import dlq_origin
 from reliability.processes import Fleet
 from tests import stories
 from tests.kafka_fixtures import KafkaTopics, create_topic_set
-from tests.service_process import inbox_outcomes, migrate, read_topics, service_env
+from tests.service_process import inbox_outcomes, migrate, read_topics, service_env, wait_until
 from tests.workload import cloud_events
 
 __all__ = ["adversarial_phase"]
@@ -46,7 +46,7 @@ def adversarial_phase(ctx: Context) -> dict[str, Any]:
     followers = cloud_events(max(2, cfg.adversarial_followers // 6), cfg.adversarial_followers, 77)
     try:
         proc = fleet.start("service", SERVICE)
-        wait_for(proc.partitions, 120, "the service to join")
+        wait_until(proc.partitions, 120, "the service to join")
         where, sent = _send(topics, made, followers)
         last = time.monotonic()
         say(f"adversarial: {len(made)} cases and {len(followers)} ordinary events published")

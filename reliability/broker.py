@@ -10,7 +10,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from reliability.context import Context, say, wait_for
+from reliability.context import Context, say
 from reliability.invariants import history_invariants
 from reliability.outputs import compare_outputs, read_outputs
 from reliability.probes import Probe
@@ -20,7 +20,7 @@ from reliability.snapshot import compare, snapshot
 from reliability.stream import publish
 from tests.brokers import APACHE, Broker, make_broker
 from tests.kafka_fixtures import KafkaTopics, create_topic_set
-from tests.service_process import migrate, service_env
+from tests.service_process import migrate, service_env, wait_until
 from tests.workload import cloud_events
 
 __all__ = ["broker_phase"]
@@ -92,9 +92,9 @@ def _broker_outage(
     after: list[dict[str, Any]],
 ) -> tuple[dict[str, Any], str]:
     proc = fleet.start("service", SERVICE)
-    wait_for(proc.partitions, 120, "the service to join")
+    wait_until(proc.partitions, 120, "the service to join")
     publish(topics, before, ctx.cfg.seed)
-    wait_for(
+    wait_until(
         lambda: probe.inbox() == len(before) and probe.parked() == 0 and probe.unsent() == 0,
         300,
         "the first half applied and published",
@@ -130,10 +130,10 @@ def _broker_outage(
     inputs = {f"{t}/{p}" for t in topics.inputs for p in range(3)}
     # Topics, the group and its committed offsets survived: the consumer carries on
     # from its offsets whether or not the group rebalanced.
-    wait_for(lambda: proc.partitions() == inputs, 180, "the service to own its inputs", 0.2)
+    wait_until(lambda: proc.partitions() == inputs, 180, "the service to own its inputs", 0.2)
     rejoined = round(time.monotonic() - restarted, 2)
     publish(topics, after, ctx.cfg.seed + 1)
-    wait_for(
+    wait_until(
         lambda: (
             probe.inbox() == len(before) + len(after)
             and probe.parked() == 0

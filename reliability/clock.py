@@ -25,12 +25,12 @@ from typing import Any
 
 from reliability.accounting import outbox_rows, waiting_records
 from reliability.checks import at_most, fmt, verdict
-from reliability.context import Context, seconds_until, wait_for
+from reliability.context import Context, seconds_until
 from reliability.processes import Fleet
 from reliability.stream import publish
 from tests import builders as b
 from tests.kafka_fixtures import create_topic_set
-from tests.service_process import migrate, service_env
+from tests.service_process import migrate, service_env, wait_until
 from workflows.dates import add_months, local_date, passes_at
 from workflows.policy import load_policy
 
@@ -63,9 +63,9 @@ def clock_phase(ctx: Context) -> dict[str, Any]:
 
     try:
         proc = fleet.start("service", SERVICE)
-        wait_for(proc.partitions, 120, "the service to join")
+        wait_until(proc.partitions, 120, "the service to join")
         publish(topics, first, cfg.seed)
-        wait_for(drained, 120, "the admissions applied", 0.5)
+        wait_until(drained, 120, "the admissions applied", 0.5)
         timer_loop_ran = seconds_until(reminded, 30, interval_s=0.5) is not None
         publish(topics, second, cfg.seed + 1)
         taken = seconds_until(drained, 120, interval_s=0.5) is not None

@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Any
 
 from consumers.kafka_admin import delete_topics
-from reliability.context import Context, say, wait_for
+from reliability.context import Context, say
 from reliability.invariants import history_invariants
 from reliability.outputs import compare_outputs, read_outputs
 from reliability.probes import Probe
@@ -22,7 +22,7 @@ from reliability.reference import FAR
 from reliability.snapshot import snapshot
 from reliability.stream import Producer, build_stream
 from tests.kafka_fixtures import KafkaTopics, create_topic_set
-from tests.service_process import migrate, service_env
+from tests.service_process import migrate, service_env, wait_until
 from tests.workload import cloud_events
 
 __all__ = ["LockSampler", "concurrency_phase"]
@@ -123,7 +123,7 @@ def _two_instances(
         mine, theirs = fleet.procs["a"].partitions(), fleet.procs["b"].partitions()
         return bool(mine and theirs and not mine & theirs and mine | theirs == every)
 
-    wait_for(split, 120, "the two instances to split the input partitions")
+    wait_until(split, 120, "the two instances to split the input partitions")
     rate = len(stream.records) / ctx.cfg.concurrency_seconds
     inputs = {"applications": topics.applications, "interviews": topics.interviews}
     producer = Producer(topics.bootstrap, inputs, stream, rate)
@@ -165,9 +165,9 @@ def _two_instances(
         fleet.check()
         return probe.inbox() == stream.distinct and probe.parked() == 0
 
-    wait_for(applied, 300, "every event applied by the two instances", 0.2)
+    wait_until(applied, 300, "every event applied by the two instances", 0.2)
     ticks.append(_tick(fleet, len(ticks) + 1))
-    wait_for(lambda: (fleet.check(), probe.unsent() == 0)[1], 300, "the outbox drained", 0.2)
+    wait_until(lambda: (fleet.check(), probe.unsent() == 0)[1], 300, "the outbox drained", 0.2)
     contention.stop.set()
     contention.join(timeout=10)
     codes = {}

@@ -12,19 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Context", "say", "seconds_until", "wait_for"]
-
-
-def wait_for(probe: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.1) -> Any:
-    """Poll until `probe()` is truthy; raise TimeoutError naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(interval_s)
+__all__ = ["Context", "say", "seconds_until"]
 
 
 def seconds_until(

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consumers.kafka_admin import delete_topics
-from reliability.context import Context, say, wait_for
+from reliability.context import Context, say
 from reliability.crash_postgres import restart_postgres, unreachable_at_start
 from reliability.crash_timers import drain_phase, timers_phase
 from reliability.invariants import history_invariants
@@ -34,7 +34,7 @@ from reliability.reference import reference_check
 from reliability.snapshot import compare, snapshot
 from reliability.stream import Producer, Stream, build_stream
 from tests.kafka_fixtures import KafkaTopics, create_topic_set
-from tests.service_process import migrate, read_topics, service_env
+from tests.service_process import migrate, read_topics, service_env, wait_until
 from tests.workload import cloud_events
 
 __all__ = ["RELAY", "SERVICE", "CrashRun", "crash_phase"]
@@ -120,7 +120,7 @@ class CrashRun:
             self.fleet.start("relay", RELAY)
         else:
             unreachable_at_start(self, {"service": SERVICE, "relay": RELAY})
-        wait_for(lambda: self.fleet.procs["service"].partitions(), 120, "the consumer to join")
+        wait_until(lambda: self.fleet.procs["service"].partitions(), 120, "the consumer to join")
         self.producer = Producer(
             self.topics.bootstrap,
             {"applications": self.topics.applications, "interviews": self.topics.interviews},
@@ -134,7 +134,7 @@ class CrashRun:
         say(f"publishing {len(self.stream.records)} records at {rate:.0f}/s; faults: {plan}")
         for i, fault in enumerate(plan):
             share = (i + 1) / (len(plan) + 1)
-            wait_for(
+            wait_until(
                 lambda s=share: (
                     self.fleet.check(),
                     self.producer is not None
@@ -144,7 +144,7 @@ class CrashRun:
                 f"{share:.0%} of the stream published",
             )
             if fault == "consumer":
-                wait_for(
+                wait_until(
                     lambda: (self.fleet.check(), self.fleet.procs["service"].partitions())[1],
                     120,
                     "the restarted consumer to join",
@@ -187,7 +187,7 @@ class CrashRun:
             held = [r for r, p in self.fleet.procs.items() if p.holds_relay_lock()]
             return held[0] if held else None
 
-        role = wait_for(leader, 60, "a process holding the outbox relay lock")
+        role = wait_until(leader, 60, "a process holding the outbox relay lock")
         in_flight = self.wait_in_flight(10.0, self.fleet.procs[role])
         what = "relay" if role == "relay" else "relay (the service's relay thread)"
         ready = "published rows not yet marked sent" if in_flight else "10 s without a send"
@@ -205,7 +205,7 @@ class CrashRun:
                 and self.probe.unsent() == 0
             )
 
-        wait_for(done, 600, "every record applied or in the DLQ, and published", 0.5)
+        wait_until(done, 600, "every record applied or in the DLQ, and published", 0.5)
 
 
 def crash_phase(ctx: Context) -> dict[str, Any]:

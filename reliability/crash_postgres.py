@@ -9,8 +9,8 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
-from reliability.context import wait_for
 from reliability.processes import DEPENDENCY_LOG_EVENTS
+from tests.service_process import wait_until
 
 if TYPE_CHECKING:
     from reliability.crash import CrashRun
@@ -26,7 +26,7 @@ def unreachable_at_start(run: CrashRun, roles: dict[str, list[str]]) -> None:
     procs = [run.fleet.start(role, args) for role, args in roles.items()]
     event = "database unreachable at start, retrying"
     for proc in procs:
-        wait_for(lambda p=proc: p.n(event) >= 2 or not p.alive, 60, f"{proc.name}: {event}")
+        wait_until(lambda p=proc: p.n(event) >= 2 or not p.alive, 60, f"{proc.name}: {event}")
     alive = all(p.alive for p in procs)
     ctx.pg.start()
     ctx.record(
@@ -50,7 +50,7 @@ def restart_postgres(run: CrashRun, rng: Any) -> None:
         run.fleet.check()
         return bool(run.fleet.procs["service"].partitions())
 
-    wait_for(working, 120, "the service in the group")
+    wait_until(working, 120, "the service in the group")
     time.sleep(rng.uniform(0.0, 1.0))
     mode = rng.choice(("fast", "immediate"))
     down = round(rng.uniform(2.0, 5.0), 2)
@@ -65,7 +65,7 @@ def restart_postgres(run: CrashRun, rng: Any) -> None:
     started = time.monotonic()
     resumed = None
     with contextlib.suppress(TimeoutError):
-        wait_for(lambda: (run.probe.inbox() or 0) > inbox, 90, "input applied again", 0.05)
+        wait_until(lambda: (run.probe.inbox() or 0) > inbox, 90, "input applied again", 0.05)
         resumed = round(time.monotonic() - started, 2)
     time.sleep(1.0)
     survived = all(p.alive for p in procs.values())

@@ -9,9 +9,9 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from reliability.context import wait_for
 from reliability.processes import Proc
 from reliability.reference import FAR
+from tests.service_process import wait_until
 
 if TYPE_CHECKING:
     from reliability.crash import CrashRun
@@ -72,7 +72,7 @@ def tick(run: CrashRun, horizon: str, kills: int, rng: Any) -> int:
         ).start()
         if landed < kills and run.probe.pending_due(datetime.fromisoformat(horizon)):
             mode = kill_mode(run, rng, horizon)
-            ready = wait_for(
+            ready = wait_until(
                 lambda p=proc, f=fired, m=mode: working(run, p, f, m),
                 120,
                 "the tick to fire timers",
@@ -119,7 +119,7 @@ def timer_loop(run: CrashRun, kills: int, rng: Any) -> None:
         fired = run.probe.fired() or 0
         proc = run.fleet.start("timers", args)
         mode = kill_mode(run, rng, "now")
-        ready = wait_for(
+        ready = wait_until(
             lambda p=proc, f=fired, m=mode: working(run, p, f, m),
             120,
             "the timer loop to fire",
@@ -128,7 +128,7 @@ def timer_loop(run: CrashRun, kills: int, rng: Any) -> None:
         delay = rng.uniform(0.0, 0.05)
         run.kill("timers", "timer loop", delay, phase="timers", restart=False, ready=ready)
     run.fleet.start("timers", args)
-    wait_for(
+    wait_until(
         lambda: (run.fleet.check(), run.probe.pending_due(datetime.now(UTC)) == 0)[1],
         300,
         "the timer loop to fire everything due",
@@ -159,7 +159,7 @@ def drain_phase(run: CrashRun) -> None:
             unsent_at_start=unsent,
         )
     proc = run.fleet.start("drain", args)
-    wait_for(lambda: (run.fleet.check(), run.probe.unsent() == 0)[1], 300, "the outbox drained")
+    wait_until(lambda: (run.fleet.check(), run.probe.unsent() == 0)[1], 300, "the outbox drained")
     run.exit_codes[proc.name] = run.fleet.terminate("drain")
     if run.watcher is not None:
         run.watcher.stop.set()

@@ -18,13 +18,13 @@ from typing import Any
 from kafka import KafkaProducer
 
 from reliability.checks import at_most, fmt, verdict
-from reliability.context import Context, say, seconds_until, wait_for
+from reliability.context import Context, say, seconds_until
 from reliability.probes import Probe
 from reliability.processes import Fleet
 from tests import builders as b
 from tests import stories
 from tests.kafka_fixtures import KafkaTopics, create_topic_set
-from tests.service_process import migrate, service_env
+from tests.service_process import migrate, service_env, wait_until
 
 __all__ = ["parked_phase"]
 
@@ -53,9 +53,9 @@ def parked_phase(ctx: Context) -> dict[str, Any]:
     parked = released = 0
     try:
         proc = fleet.start("service", SERVICE)
-        wait_for(proc.partitions, 120, "the service to join")
+        wait_until(proc.partitions, 120, "the service to join")
         _send(topics, [b.submitted(DAY, cluster_id=CLUSTER, event_id="parked-sub")])
-        wait_for(lambda: probe.inbox() == 1, 60, "the application applied", 0.2)
+        wait_until(lambda: probe.inbox() == 1, 60, "the application applied", 0.2)
         interviews = [
             b.scheduled(
                 DAY + timedelta(minutes=i + 1),

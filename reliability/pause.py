@@ -28,7 +28,7 @@ import time
 from typing import Any
 
 from reliability.checks import at_most, fmt, verdict
-from reliability.context import Context, say, seconds_until, wait_for
+from reliability.context import Context, say, seconds_until
 from reliability.integrity import integrity, integrity_checks
 from reliability.pause_setup import (
     CONSUMER,
@@ -39,6 +39,7 @@ from reliability.pause_setup import (
     wait_split,
 )
 from reliability.stream import Producer, publish
+from tests.service_process import wait_until
 
 __all__ = ["pause_phase"]
 
@@ -78,8 +79,8 @@ def _applied(run: PauseRun, keys: set[tuple[str, str]]) -> bool:
 def _finish(run: PauseRun, figures: dict[str, Any], checks: list[dict[str, Any]]) -> dict[str, Any]:
     """Everything applied and published, every process stopped, then the integrity checks."""
     keys = {(e["source"], e["id"]) for e in run.events}
-    wait_for(lambda: _applied(run, keys), 300, "every event applied after the pause", 0.2)
-    wait_for(lambda: (run.fleet.check(), run.probe.unsent() == 0)[1], 300, "the outbox drained")
+    wait_until(lambda: _applied(run, keys), 300, "every event applied after the pause", 0.2)
+    wait_until(lambda: (run.fleet.check(), run.probe.unsent() == 0)[1], 300, "the outbox drained")
     codes = {run.fleet.procs[r].name: run.fleet.terminate(r) for r in list(run.fleet.procs)}
     found = integrity(run.url, run.topics, run.fleet, {f"{s}|{i}" for s, i in keys})
     prefix = figures["case"]
@@ -99,7 +100,7 @@ def _first_half(run: PauseRun, seed: int) -> list[dict[str, Any]]:
     half = len(run.events) // 2
     publish(run.topics, run.events[:half], seed)
     keys = {(e["source"], e["id"]) for e in run.events[:half]}
-    wait_for(lambda: _applied(run, keys) and run.probe.unsent() == 0, 180, "first half out", 0.2)
+    wait_until(lambda: _applied(run, keys) and run.probe.unsent() == 0, 180, "first half out", 0.2)
     return run.events[half:]
 
 
@@ -146,7 +147,7 @@ def member_in_transaction(ctx: Context, run: PauseRun) -> dict[str, Any]:
     cfg = ctx.cfg
     producer = Producer(run.topics.bootstrap, run.inputs, run.stream, len(run.events) / 20)
     producer.start()
-    wait_for(lambda: producer.fraction >= 0.25, 120, "a quarter of the stream published")
+    wait_until(lambda: producer.fraction >= 0.25, 120, "a quarter of the stream published")
     victim = run.fleet.procs["a"]
     caught = catch_in_transaction(run, victim, timeout_s=60)
     paused = time.monotonic()
@@ -195,7 +196,7 @@ def member_in_transaction(ctx: Context, run: PauseRun) -> dict[str, Any]:
 def relay_leader(ctx: Context, run: PauseRun) -> dict[str, Any]:
     cfg = ctx.cfg
     second = _first_half(run, cfg.seed)
-    role = wait_for(
+    role = wait_until(
         lambda: next((r for r in ("r1", "r2") if run.fleet.procs[r].holds_relay_lock()), None),
         60,
         "a relay holding the leadership",

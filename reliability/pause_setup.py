@@ -13,12 +13,12 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import make_url
 
-from reliability.context import Context, wait_for
+from reliability.context import Context
 from reliability.probes import Probe
 from reliability.processes import Fleet, Proc
 from reliability.stream import Stream, build_stream
 from tests.kafka_fixtures import KafkaTopics, create_topic_set
-from tests.service_process import inbox_outcomes, migrate, service_env
+from tests.service_process import inbox_outcomes, migrate, service_env, wait_until
 from tests.workload import cloud_events
 
 __all__ = [
@@ -119,7 +119,7 @@ def wait_split(run: PauseRun) -> None:
         owned = [fleet.procs[r].partitions() for r in consumers]
         return all(owned) and set().union(*owned) == every and sum(map(len, owned)) == len(every)
 
-    wait_for(split, 120, "the consumers to split the input partitions")
+    wait_until(split, 120, "the consumers to split the input partitions")
 
 
 _IN_TRANSACTION = """

@@ -12,8 +12,8 @@ from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import Engine, column, func, or_, select, table
 from sqlalchemy.exc import SQLAlchemyError
 
-from reliability.context import wait_for
 from tests.dbutil import lock_waiters
+from tests.service_process import wait_until
 from workflows.store.database import create_db_engine
 from workflows.store.tables import inbox, outbox, parked, timers
 
@@ -137,7 +137,7 @@ class OutputWatcher(threading.Thread):
         try:
             parts = []
             for topic in self.topics:
-                found = wait_for(lambda t=topic: consumer.partitions_for_topic(t), 30, topic)
+                found = wait_until(lambda t=topic: consumer.partitions_for_topic(t), 30, topic)
                 parts += [TopicPartition(topic, p) for p in sorted(found)]
             consumer.assign(parts)
             consumer.seek_to_beginning(*parts)

@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reliability.context import wait_for
-from tests.service_process import ServiceProcess
+from tests.service_process import ServiceProcess, wait_until
 
 __all__ = [
     "DEPENDENCY_LOG_EVENTS",
@@ -188,7 +187,7 @@ class Fleet:
         right after): a SIGTERM during interpreter start-up kills it with -15."""
         proc = self.procs[role]
         if proc.args[0] == "run":
-            wait_for(lambda: proc.n("gocluster starting") or not proc.alive, 60, "start-up")
+            wait_until(lambda: proc.n("gocluster starting") or not proc.alive, 60, "start-up")
         del self.procs[role]
         code = proc.terminate(timeout_s)
         proc.scan()

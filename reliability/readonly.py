@@ -20,13 +20,13 @@ import time
 from typing import Any
 
 from reliability.checks import at_most, fmt, verdict
-from reliability.context import Context, say, wait_for
+from reliability.context import Context, say
 from reliability.integrity import integrity, integrity_checks
 from reliability.probes import OutputWatcher, Probe
 from reliability.processes import Fleet, log_delta
 from reliability.stream import publish
 from tests.kafka_fixtures import KafkaTopics, create_topic_set
-from tests.service_process import migrate, service_env
+from tests.service_process import migrate, service_env, wait_until
 from tests.workload import cloud_events
 
 __all__ = ["readonly_phase"]
@@ -55,7 +55,7 @@ def readonly_phase(ctx: Context) -> dict[str, Any]:
     episodes = []
     try:
         consumer = fleet.start("consumer", CONSUMER)
-        wait_for(consumer.partitions, 120, "the consumer to join")
+        wait_until(consumer.partitions, 120, "the consumer to join")
         watcher.start()
         published = 0
         for k in range(cfg.readonly_episodes):
@@ -101,7 +101,7 @@ def _episode(
     cfg = ctx.cfg
     target = (probe.inbox() or 0) + len(backlog)
     publish(topics, backlog, cfg.seed + n)
-    wait_for(lambda: (fleet.check(), probe.inbox() == target)[1], 180, "the backlog applied", 0.2)
+    wait_until(lambda: (fleet.check(), probe.inbox() == target)[1], 180, "the backlog applied", 0.2)
     unsent = probe.unsent() or 0
     copies, ids = watcher.copies(), watcher.seen()
     database = url.rsplit("/", 1)[-1]
@@ -117,7 +117,7 @@ def _episode(
     ctx.pg.set_read_only(database, False)
     writable = time.monotonic()
     target += len(during)
-    wait_for(
+    wait_until(
         lambda: (fleet.check(), probe.inbox() == target and probe.unsent() == 0)[1],
         300,
         "everything applied and published after the database accepts writes again",

@@ -25,12 +25,12 @@ from sqlalchemy import func, select, text
 
 from reliability.accounting import waiting_records
 from reliability.checks import at_most, verdict
-from reliability.context import Context, say, wait_for
+from reliability.context import Context, say
 from reliability.probes import Probe
 from reliability.processes import Fleet
 from reliability.stream import Producer, build_stream
 from tests.kafka_fixtures import create_topic_set
-from tests.service_process import migrate, run_cli, service_env
+from tests.service_process import migrate, run_cli, service_env, wait_until
 from tests.workload import cloud_events
 from workflows.store.database import create_db_engine
 from workflows.store.tables import metadata, timers
@@ -108,7 +108,7 @@ def soak_phase(ctx: Context) -> dict[str, Any]:
     prunes: list[dict[str, Any]] = []
     try:
         proc = fleet.start("service", SERVICE)
-        wait_for(proc.partitions, 120, "the service to join")
+        wait_until(proc.partitions, 120, "the service to join")
         inputs = {"applications": topics.applications, "interviews": topics.interviews}
         producer = Producer(topics.bootstrap, inputs, stream, cfg.soak_rate)
         sampler.sample()
@@ -122,7 +122,7 @@ def soak_phase(ctx: Context) -> dict[str, Any]:
             if not prunes or prunes[-1]["exit"] == 0:
                 prunes.append(_prune(env))
         stream_end = round(time.monotonic() - sampler.began, 1)
-        wait_for(
+        wait_until(
             lambda: (
                 not any(waiting_records(topics.bootstrap, topics.group_id, topics.inputs).values())
                 and probe.unsent() == 0

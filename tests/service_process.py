@@ -131,15 +131,16 @@ def replay(
     return [json.loads(line) for line in done.stdout.splitlines() if line.strip()], url
 
 
-def wait_until(probe: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.2) -> T:
-    """Poll `probe` until it returns something truthy; fail with `what` at the timeout."""
+def wait_until(probe: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.1) -> T:
+    """Poll `probe` until it returns something truthy; raise TimeoutError naming `what`
+    at the deadline (the tests and the reliability campaign both wait with this)."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = probe()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+            raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what}")
         time.sleep(interval_s)
 
 
