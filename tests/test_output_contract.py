@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from referencing import Registry, Resource
 from sqlalchemy import Engine
 
-from consumers.cli import config_problems
+from consumers.cli_support import config_problems
 from consumers.config import Settings
 from consumers.outbox_relay import OutboxRelay
 from consumers.records import output_headers

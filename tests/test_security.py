@@ -34,7 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from consumers.bootstrap import build
-from consumers.cli import config_problems
+from consumers.cli_support import config_problems
 from consumers.config import REDACTED, Settings
 from consumers.event_consumer import decode
 from consumers.records import STRUCTURED_HEADERS, RecordOrigin, dlq_record, structured_value
