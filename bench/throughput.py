@@ -25,16 +25,18 @@ end-to-end figure; ``steady`` counts from the first committed batch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import json
+import os
 import pstats
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -91,7 +93,14 @@ def _count(engine: Engine, query: Any) -> int:
         return int(conn.execute(query).scalar_one())
 
 
-def run_service(topics: TopicSet, url: str, expected: int, timeout_s: float) -> dict[str, Any]:
+def run_service(
+    topics: TopicSet,
+    url: str,
+    expected: int,
+    timeout_s: float,
+    sample: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """One service run; `sample` names threads (consumer, timers, relay) to sample."""
     app = build(topics.settings(url, "service"), migrate=False)
     watch = create_db_engine(url)
     stop = threading.Event()
@@ -105,6 +114,11 @@ def run_service(topics: TopicSet, url: str, expected: int, timeout_s: float) -> 
     try:
         started = time.perf_counter()
         service.start()
+        samplers = {
+            t.name: StackSampler(t.ident or 0) for t in threading.enumerate() if t.name in sample
+        }
+        for sampler in samplers.values():
+            sampler.start()
         deadline = started + timeout_s
         while applied is None and time.perf_counter() < deadline:
             if service.failed.is_set():
@@ -128,6 +142,11 @@ def run_service(topics: TopicSet, url: str, expected: int, timeout_s: float) -> 
         with watch.connect() as conn:
             query = select(outbox.c.stream, func.count()).group_by(outbox.c.stream)
             streams = {stream: int(n) for stream, n in conn.execute(query)}
+        threads = _thread_cpu_s()
+        for name, sampler in samplers.items():
+            sampler.done.set()
+            print(f"\nthread {name} of the service:")
+            sampler.report(rows=25)
     finally:
         stop.set()
         service.join()
@@ -140,7 +159,24 @@ def run_service(topics: TopicSet, url: str, expected: int, timeout_s: float) -> 
         "published_per_s": round(expected / (published - started), 1),
         "outputs": sum(streams.values()),
         "peak_parked": peak_parked,
+        "thread_cpu_s": threads,
     }
+
+
+def _thread_cpu_s() -> dict[str, float]:
+    """CPU seconds (user + system) of each live thread of this process, by thread name
+    (Linux /proc): which of the service's loops the run's CPU went to. The Kafka client's
+    own I/O threads are named by kafka-python."""
+    tick = os.sysconf("SC_CLK_TCK")
+    spent: Counter[str] = Counter()
+    for thread in threading.enumerate():
+        try:
+            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        spent[thread.name] += (int(fields[11]) + int(fields[12])) / tick
+    return {name: round(seconds, 2) for name, seconds in spent.most_common()}
 
 
 def _timings(
@@ -240,6 +276,8 @@ def measure(args: argparse.Namespace, records: list[Record]) -> list[dict[str, A
                             f"applied in {outcome['applied_s']:.1f} s)",
                             flush=True,
                         )
+                        if "thread_cpu_s" in outcome:
+                            print(f"    CPU seconds by thread: {outcome['thread_cpu_s']}")
     return results
 
 
@@ -374,54 +412,48 @@ def profile(args: argparse.Namespace, records: list[Record]) -> None:
     cProfile or the stack sampler; then (cProfile) the relay publishing the outputs."""
     backend = args.backends[0]
     expected = len(records)
-    with (
-        scratch_dir() as scratch,
-        bench_broker(scratch) as broker,
-        topic_set(broker.bootstrap) as t,
-    ):
-        produce_all(t, records)
-        with database(backend, scratch) as url:
-            settings = t.settings(url, "profile")
-            app = build(settings, migrate=False)
-            stop = threading.Event()
-            consumer = EventConsumer(
-                app.workflow,
-                settings.consumer_config(),
-                settings.input_topics,
-                max_record_bytes=settings.max_record_bytes,
-                stop=stop,
-            )
-            try:
-                consumer.connect()
-                seen = 0
-                deadline = time.monotonic() + 60
-                while seen == 0 and time.monotonic() < deadline:  # the group join, not measured
-                    seen = consumer.step()
-                profiler = cProfile.Profile()
-                sampler = StackSampler(threading.get_ident())
-                started = time.perf_counter()
-                if args.profile == "cprofile":
-                    profiler.enable()
-                else:
-                    sampler.start()
-                deadline = time.monotonic() + max(300.0, expected / 40)
-                while seen < expected and time.monotonic() < deadline:
-                    seen += consumer.step()
-                profiler.disable()
-                sampler.done.set()
-                elapsed = time.perf_counter() - started
-                relay = make_relay(app, stop)
-                relay_profile = cProfile.Profile()
-                relay_started = time.perf_counter()
-                relay_profile.enable()
-                published = relay.drain()
-                relay_profile.disable()
-                relay_elapsed = time.perf_counter() - relay_started
-                relay.close()
-            finally:
-                if consumer.consumer is not None:
-                    consumer.consumer.close(autocommit=False)
-                app.close()
+    with loaded_topics(backend, records) as (t, url):
+        settings = t.settings(url, "profile")
+        app = build(settings, migrate=False)
+        stop = threading.Event()
+        consumer = EventConsumer(
+            app.workflow,
+            settings.consumer_config(),
+            settings.input_topics,
+            max_record_bytes=settings.max_record_bytes,
+            stop=stop,
+        )
+        try:
+            consumer.connect()
+            seen = 0
+            deadline = time.monotonic() + 60
+            while seen == 0 and time.monotonic() < deadline:  # the group join, not measured
+                seen = consumer.step()
+            profiler = cProfile.Profile()
+            sampler = StackSampler(threading.get_ident())
+            started = time.perf_counter()
+            if args.profile == "cprofile":
+                profiler.enable()
+            else:
+                sampler.start()
+            deadline = time.monotonic() + max(300.0, expected / 40)
+            while seen < expected and time.monotonic() < deadline:
+                seen += consumer.step()
+            profiler.disable()
+            sampler.done.set()
+            elapsed = time.perf_counter() - started
+            relay = make_relay(app, stop)
+            relay_profile = cProfile.Profile()
+            relay_started = time.perf_counter()
+            relay_profile.enable()
+            published = relay.drain()
+            relay_profile.disable()
+            relay_elapsed = time.perf_counter() - relay_started
+            relay.close()
+        finally:
+            if consumer.consumer is not None:
+                consumer.consumer.close(autocommit=False)
+            app.close()
     print(f"\nconsumer loop alone, {args.profile} ({backend}): {seen} records in {elapsed:.1f} s")
     print(f"= {seen / elapsed:.0f} events/s (measurement overhead included)")
     if args.profile == "sample":
@@ -431,6 +463,33 @@ def profile(args: argparse.Namespace, records: list[Record]) -> None:
     print(f"\nrelay under cProfile: {published} outputs in {relay_elapsed:.1f} s")
     print(f"= {published / relay_elapsed:.0f} outputs/s")
     report(relay_profile, args.profile_out / f"profile-relay-{backend}.pstats", rows=15)
+
+
+@contextlib.contextmanager
+def loaded_topics(backend: str, records: list[Record]) -> Iterator[tuple[TopicSet, str]]:
+    """A broker, a topic set holding every record, and a fresh database of `backend`."""
+    with (
+        scratch_dir() as scratch,
+        bench_broker(scratch) as broker,
+        topic_set(broker.bootstrap) as topics,
+    ):
+        produce_all(topics, records)
+        with database(backend, scratch) as url:
+            yield topics, url
+
+
+def profile_threads(args: argparse.Namespace, records: list[Record]) -> None:
+    """One whole service run (all its loops, as measured), its consumer, timers and relay
+    threads each sampled: where the time of each loop goes, and their CPU seconds."""
+    backend = args.backends[0]
+    with loaded_topics(backend, records) as (topics, url):
+        outcome = run_service(
+            topics, url, len(records), 600.0, sample=("consumer", "timers", "relay")
+        )
+    print(
+        f"\n{backend}: {outcome['events_per_s']:.0f} events/s, peak parked "
+        f"{outcome['peak_parked']}; CPU seconds by thread: {outcome['thread_cpu_s']}"
+    )
 
 
 def report(profiler: cProfile.Profile, path: Path, rows: int = 30) -> None:
@@ -471,8 +530,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "throughput.json")
     parser.add_argument(
         "--profile",
-        choices=["cprofile", "sample"],
-        help="instead: one run of the consumer loop under cProfile or a stack sampler",
+        choices=["cprofile", "sample", "threads"],
+        help="instead: one run of the consumer loop under cProfile or a stack sampler, or "
+        "(threads) one service run with its consumer and timers threads sampled",
     )
     parser.add_argument(
         "--profile-out", type=Path, default=Path(tempfile.gettempdir()) / "gocluster-bench"
@@ -484,6 +544,9 @@ def main() -> None:
     quiet_service_logs()
     records = workload(args.clusters, args.events, args.seed)
     print(f"workload: {len(records)} events over {args.clusters} clusters (seed {args.seed})")
+    if args.profile == "threads":
+        profile_threads(args, records)
+        return
     if args.profile:
         profile(args, records)
         return
