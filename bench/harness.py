@@ -103,6 +103,16 @@ def postgres_version() -> str | None:
     return str(row[0]) if row else None
 
 
+def cpu_seconds(stat: Path) -> float:
+    """User + system CPU seconds from a Linux /proc stat file (a process's or a thread's),
+    0 where it cannot be read."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def bench_broker(scratch: Path) -> Iterator[Broker]:
     """The broker the benchmarks measure against: Apache Kafka (GOCLUSTER_TEST_BROKER)."""

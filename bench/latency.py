@@ -56,6 +56,7 @@ from bench.harness import (
     RESULTS,
     TopicSet,
     bench_broker,
+    cpu_seconds,
     database,
     machine,
     percentile,
@@ -197,15 +198,6 @@ def system_under_test(
         raise RuntimeError(f"{config} exited with {process.returncode}:\n{tail}")
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), 0 where unavailable."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 # -- one measurement -----------------------------------------------------------
 
 
@@ -263,7 +255,7 @@ def measure_one(
     try:
         with system_under_test(config, topics, url, scratch, fetch_wait_ms) as process:
             warm_up_s = _warm_up(client, topics, receiver, process)
-            cpu_before = _cpu_seconds(process.pid)
+            cpu_before = cpu_seconds(Path(f"/proc/{process.pid}/stat"))
             behind = 0.0
             started = time.perf_counter()
             for i, record in enumerate(records):
@@ -279,7 +271,7 @@ def measure_one(
             client.flush(timeout=30)
             _drain(receiver, process)
             window = time.perf_counter() - started
-            cpu_share = (_cpu_seconds(process.pid) - cpu_before) / window
+            cpu_share = (cpu_seconds(Path(f"/proc/{process.pid}/stat")) - cpu_before) / window
     finally:
         client.close(timeout=10)
         receiver.stop.set()

@@ -29,7 +29,6 @@ import contextlib
 import cProfile
 import io
 import json
-import os
 import pstats
 import sys
 import tempfile
@@ -53,6 +52,7 @@ from bench.harness import (
     RESULTS,
     TopicSet,
     bench_broker,
+    cpu_seconds,
     database,
     machine,
     produce_all,
@@ -167,15 +167,9 @@ def _thread_cpu_s() -> dict[str, float]:
     """CPU seconds (user + system) of each live thread of this process, by thread name
     (Linux /proc): which of the service's loops the run's CPU went to. The Kafka client's
     own I/O threads are named by kafka-python."""
-    tick = os.sysconf("SC_CLK_TCK")
     spent: Counter[str] = Counter()
     for thread in threading.enumerate():
-        try:
-            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        spent[thread.name] += (int(fields[11]) + int(fields[12])) / tick
+        spent[thread.name] += cpu_seconds(Path(f"/proc/self/task/{thread.native_id}/stat"))
     return {name: round(seconds, 2) for name, seconds in spent.most_common()}
 
 
@@ -532,7 +526,7 @@ def main() -> None:
         "--profile",
         choices=["cprofile", "sample", "threads"],
         help="instead: one run of the consumer loop under cProfile or a stack sampler, or "
-        "(threads) one service run with its consumer and timers threads sampled",
+        "(threads) one service run with its consumer, timers and relay threads sampled",
     )
     parser.add_argument(
         "--profile-out", type=Path, default=Path(tempfile.gettempdir()) / "gocluster-bench"

@@ -39,8 +39,6 @@ from workflows.dates import Clock
 
 log = structlog.get_logger("gocluster.service")
 
-# The loops; `gocluster run --only` runs a subset (e.g. a separate relay process).
-
 
 def stream_topics(settings: Settings) -> dict[str, str]:
     return {

@@ -54,8 +54,7 @@ class Parking:
         self.now = now
         self.edge = now + decider.policy.max_clock_skew  # effective by this: not in the future
         self.budget = budget
-        self.with_parked: set[str] = set()  # clusters that have parked events
-        self.stored: set[str] = set()  # ... of them stored by earlier transactions
+        self.stored: set[str] = set()  # clusters with parked events stored by earlier ones
         self.cached: dict[str, list[ParkedEvent]] = {}  # all stored ones of a cluster
         self.due: set[str] = set()  # clusters whose wake-up has come
         self.new: dict[str, list[ParkedEvent]] = defaultdict(list)  # parked in this transaction
@@ -72,7 +71,6 @@ class Parking:
     def load(self, cluster_ids: list[str]) -> None:
         counts = messages.parked_counts(self.conn, cluster_ids)
         self.stored |= counts.keys()
-        self.with_parked |= counts.keys()
         few: list[str] = []
         rows = 0
         for cluster_id, count in sorted(counts.items(), key=lambda item: item[1]):
@@ -99,7 +97,6 @@ class Parking:
 
     def park(self, parked: ParkedEvent) -> None:
         self.new[parked.cluster_id].append(parked)
-        self.with_parked.add(parked.cluster_id)
         if parked.effective_at > self.edge:
             self.rewake.add(parked.cluster_id)
 
@@ -110,7 +107,7 @@ class Parking:
         when that changes the cluster's state, the candidates are read again.
         """
         cluster_id = cluster.cluster_id
-        if cluster_id not in self.with_parked:
+        if cluster_id not in self.stored and cluster_id not in self.new:
             return
         while True:
             state = cluster.state
